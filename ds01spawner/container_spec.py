@@ -1,0 +1,138 @@
+"""Pure builders for the Docker container of one server.
+
+``build_container_spec`` turns a :class:`ServerSpec` (everything the spawner decided) into two plain
+dicts: keyword arguments for ``APIClient.create_container`` and for
+``APIClient.create_host_config``. No I/O happens here, so tests compare dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+LABEL_PREFIX = "ds01"
+WORKSPACE_MOUNT = "/workspace"
+HOST_NETWORK = "host"
+
+# Run in the container before Jupyter: make the writable HOME (outside /workspace), then exec.
+_START_SCRIPT = 'mkdir -p "$HOME" && cd "$DS01_WORKSPACE" && exec "$@"'
+
+_DOCKER_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock")
+
+
+class SpecError(ValueError):
+    """A container spec that DS01 refuses to create (an admin's configuration error)."""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What one server's container is made of. Every field is decided before Docker is called."""
+
+    name: str  # container name (names.container_name)
+    image: str
+    command: Sequence[str]  # e.g. ["jupyterhub-singleuser"] + Spawner.args
+    env: Mapping[str, str]  # the hub's environment for the server (token included: never log)
+    username: str
+    project: str
+    server_name: str  # "" for the default server
+    uid: int
+    gid: int
+    project_dir: str  # host path, resolved; mounted read-write at /workspace
+    home: str  # HOME inside the container, outside /workspace
+    created_at: datetime
+    network: str = HOST_NETWORK  # "host" or a Docker network name
+    port: int = 8888  # where jupyterhub-singleuser listens
+    supplementary_gids: Sequence[int] = ()
+    cap_add: Sequence[str] = ()
+    stop_grace_seconds: int = 30
+    mem_limit: str | int | None = None
+    cpu_limit: float | None = None
+    extra_binds: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def labels_for(spec: ServerSpec) -> dict[str, str]:
+    """The ``ds01.*`` labels that identify a DS01 container (and rebuild state from it)."""
+    labels = {
+        f"{LABEL_PREFIX}.managed": "true",
+        f"{LABEL_PREFIX}.user": spec.username,
+        f"{LABEL_PREFIX}.project": spec.project,
+        f"{LABEL_PREFIX}.server": spec.server_name,
+        f"{LABEL_PREFIX}.created": spec.created_at.isoformat(timespec="seconds"),
+    }
+    for key, value in spec.extra_labels.items():
+        labels.setdefault(key, value)
+    return labels
+
+
+def check_binds(binds: Mapping[str, Mapping[str, str]]) -> None:
+    """Refuse a bind mount of the Docker (or containerd) socket: it would give root on the host."""
+    for source in binds:
+        real = os.path.realpath(source)
+        if os.path.basename(real) in _DOCKER_SOCKETS or os.path.basename(source) in _DOCKER_SOCKETS:
+            raise SpecError(
+                f"Refusing to mount {source}: a container engine socket gives root on the host. "
+                f"Remove it from DockerSpawner.volumes."
+            )
+
+
+def build_container_spec(spec: ServerSpec) -> tuple[dict, dict]:
+    """Return ``(create_kwargs, host_config_kwargs)`` for docker-py's low-level API."""
+    if spec.uid == 0 or spec.gid == 0:
+        raise SpecError("DS01 never runs a server as root (uid or gid 0)")
+    binds = {spec.project_dir: {"bind": WORKSPACE_MOUNT, "mode": "rw"}}
+    for source, target in spec.extra_binds.items():
+        if target.get("bind") == WORKSPACE_MOUNT or source == spec.project_dir:
+            raise SpecError(f"{source} would hide the project mount at {WORKSPACE_MOUNT}")
+        binds[source] = dict(target)
+    check_binds(binds)
+
+    env = dict(spec.env)
+    env.update(
+        {
+            "HOME": spec.home,
+            "DS01_USER": spec.username,
+            "DS01_PROJECT": spec.project,
+            "DS01_SERVER": spec.server_name,
+            "DS01_WORKSPACE": WORKSPACE_MOUNT,
+            "JUPYTERHUB_ROOT_DIR": WORKSPACE_MOUNT,
+            "SHELL": "/bin/bash",
+        }
+    )
+
+    host_config: dict = {
+        "binds": binds,
+        "network_mode": spec.network,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "init": True,
+        "auto_remove": False,  # removed by the spawner, after its exit is logged
+    }
+    if spec.cap_add:
+        host_config["cap_add"] = list(spec.cap_add)
+    if spec.supplementary_gids:
+        host_config["group_add"] = [str(g) for g in spec.supplementary_gids]
+    if spec.mem_limit is not None:
+        host_config["mem_limit"] = spec.mem_limit
+    if spec.cpu_limit is not None:
+        host_config["cpu_period"] = 100_000
+        host_config["cpu_quota"] = int(spec.cpu_limit * 100_000)
+
+    create_kwargs: dict = {
+        "name": spec.name,
+        "image": spec.image,
+        "command": ["/bin/sh", "-c", _START_SCRIPT, "ds01-start", *spec.command],
+        "environment": env,
+        "user": f"{spec.uid}:{spec.gid}",
+        "working_dir": WORKSPACE_MOUNT,
+        "labels": labels_for(spec),
+        "volumes": [WORKSPACE_MOUNT]
+        + [b["bind"] for s, b in binds.items() if s != spec.project_dir],
+        "stop_signal": "SIGTERM",
+        "stop_timeout": spec.stop_grace_seconds,
+    }
+    if spec.network != HOST_NETWORK:
+        create_kwargs["ports"] = [spec.port]
+    return create_kwargs, host_config

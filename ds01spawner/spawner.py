@@ -1,0 +1,465 @@
+"""DS01Spawner: one project, one fresh container, one permanent workspace.
+
+This class holds the traits and orchestrates start/stop/poll/progress. The decisions live in small
+modules: ``names`` (project names, container names), ``workspace`` (paths and confinement),
+``identity`` (uid:gid), ``container_spec`` (the container as dicts) and ``ports``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import docker
+import requests
+from dockerspawner import DockerSpawner
+from tornado import web
+from traitlets import Bool, Int, List, Unicode, default, validate
+
+from .container_spec import HOST_NETWORK, ServerSpec, SpecError, build_container_spec
+from .identity import Identity, IdentityError, resolve_identity
+from .names import container_name, path_safe_username, project_name_problem
+from .ports import PortPool
+from .progress import ProgressLog
+from .workspace import WorkspaceError, prepare_workspace
+
+DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+ENGINE_DOWN_MESSAGE = (
+    "The container engine on this server is not answering, so your server could not start. "
+    "Your files are safe. Please try again in a few minutes; if it keeps happening, tell an admin."
+)
+
+
+def user_error(status: int, message: str) -> web.HTTPError:
+    """An HTTP error whose message JupyterHub shows to the user as it is."""
+    err = web.HTTPError(status, log_message=message.replace("%", "%%"))
+    err.jupyterhub_message = message
+    return err
+
+
+class DS01Spawner(DockerSpawner):
+    """Spawn each project of a user as a named server in a fresh, temporary container.
+
+    The project folder ``<workspace_root>/<project>`` is mounted at ``/workspace``; everything
+    else in the container is gone when the server is retired.
+    """
+
+    # ---- traits -------------------------------------------------------------------------------
+
+    workspace_root = Unicode(
+        "/srv/ds01/workspaces/{username}",
+        help="""Folder on the host that holds a user's projects; ``{username}`` is replaced.
+
+        Each project is the sub-folder ``<workspace_root>/<project>``, created on first launch,
+        owned by the user, and mounted read-write at ``/workspace``.
+        Default: ``/srv/ds01/workspaces/{username}``.
+        Example for system users: ``c.DS01Spawner.workspace_root = "/home/{username}/workspace"``.
+        """,
+    ).tag(config=True)
+
+    default_project = Unicode(
+        "default",
+        help="""Project of the default (unnamed) server when ``user_options`` names none.
+
+        Named servers always use their server name as the project.
+        Default: ``"default"``. Example: ``c.DS01Spawner.default_project = "scratch"``.
+        """,
+    ).tag(config=True)
+
+    user_uid = Int(
+        1000,
+        help="""Uid a container runs as when the user has no system account.
+
+        Users with a system account (``pwd.getpwnam``) always run as that account.
+        Default: ``1000``. Example: ``c.DS01Spawner.user_uid = 2000``. Never 0.
+        """,
+    ).tag(config=True)
+
+    user_gid = Int(
+        100,
+        help="""Gid a container runs as when the user has no system account.
+
+        Default: ``100`` (``users`` on Debian). Example: ``c.DS01Spawner.user_gid = 2000``.
+        """,
+    ).tag(config=True)
+
+    use_system_accounts = Bool(
+        True,
+        help="""Run as the user's system account (uid, gid, groups) when one exists.
+
+        Turn off when hub usernames may coincide with unrelated system accounts.
+        Default: ``True``. Example: ``c.DS01Spawner.use_system_accounts = False``.
+        """,
+    ).tag(config=True)
+
+    home_dir = Unicode(
+        "/home/{username}",
+        help="""``HOME`` inside the container: writable, outside ``/workspace``, gone on retire.
+
+        ``{username}`` is replaced by a path-safe form of the username.
+        Default: ``/home/{username}``. Example: ``c.DS01Spawner.home_dir = "/home/user"``.
+        """,
+    ).tag(config=True)
+
+    stop_grace_seconds = Int(
+        30,
+        min=0,
+        help="""Seconds between SIGTERM and SIGKILL when a server is retired.
+
+        Running code can catch SIGTERM and save a checkpoint in this time.
+        Default: ``30``. Example: ``c.DS01Spawner.stop_grace_seconds = 120``.
+        """,
+    ).tag(config=True)
+
+    extra_capabilities = List(
+        Unicode(),
+        help="""Linux capabilities added back after all are dropped.
+
+        Default: ``[]`` (none). Example: ``c.DS01Spawner.extra_capabilities = ["SYS_PTRACE"]``.
+        """,
+    ).tag(config=True)
+
+    docker_threads = Int(
+        8,
+        min=1,
+        help="""Threads that make Docker API calls, shared by all spawners of the hub.
+
+        Calls from different users' spawns run in parallel up to this number.
+        Default: ``8``. Example: ``c.DS01Spawner.docker_threads = 16``.
+        """,
+    ).tag(config=True)
+
+    workspace_mode = Int(
+        0o750,
+        help="""Permission bits of workspace folders the spawner creates.
+
+        Default: ``0o750`` (owner and group). Example: ``c.DS01Spawner.workspace_mode = 0o700``.
+        """,
+    ).tag(config=True)
+
+    @default("image")
+    def _default_image(self) -> str:
+        return "ds01/base:latest"
+
+    @default("network_name")
+    def _default_network(self) -> str:
+        return HOST_NETWORK
+
+    @default("cmd")
+    def _default_ds01_cmd(self) -> list[str]:
+        return ["jupyterhub-singleuser"]
+
+    @default("notebook_dir")
+    def _default_notebook_dir(self) -> str:
+        return "/workspace"
+
+    @default("remove")
+    def _default_remove(self) -> bool:
+        return True
+
+    @validate("remove")
+    def _always_remove(self, proposal) -> bool:
+        if not proposal.value:
+            self.log.warning("DS01Spawner.remove=False ignored: containers are always removed")
+        return True
+
+    @default("pull_policy")
+    def _default_pull_policy(self) -> str:
+        return "never"
+
+    # ---- shared state of the hub process ------------------------------------------------------
+
+    _executor = None
+    _port_pool = PortPool()
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        cls = DS01Spawner
+        if cls._executor is None:
+            cls._executor = ThreadPoolExecutor(
+                self.docker_threads, thread_name_prefix="ds01-docker"
+            )
+        return cls._executor
+
+    # ---- per-server state ---------------------------------------------------------------------
+
+    project = Unicode("", help="Project of this server (set at start, kept in the state).")
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self.object_id:
+            state["ds01"] = {"project": self.project, "port": self.port}
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        ds01 = state.get("ds01") or {}
+        if ds01.get("project"):
+            self.project = ds01["project"]
+        if ds01.get("port") and self.network_name == HOST_NETWORK:
+            self.port = int(ds01["port"])
+            self._port_pool.claim(self.port)
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.project = ""
+
+    @default("prefix")
+    def _default_prefix(self) -> str:
+        return "ds01"
+
+    @default("object_name")
+    def _object_name_default(self) -> str:
+        """``<prefix>-<escaped user>.<server>`` (see names.container_name); collision-free."""
+        return container_name(self.user.name, self.name, self.prefix)
+
+    # ---- decisions ----------------------------------------------------------------------------
+
+    def requested_project(self) -> str:
+        """The project this server is for; HTTP 400 with a full sentence when it is invalid."""
+        if self.name:
+            project = self.name
+        else:
+            project = (self.user_options or {}).get("project", self.default_project)
+        problem = project_name_problem(project)
+        if problem:
+            self.log.warning("Refused project name for user=%s: %s", self.user.name, problem)
+            raise user_error(400, problem)
+        return project
+
+    def _check_project_free(self, project: str) -> None:
+        for other in self.user.spawners.values():
+            if other is self or not (other.active or other.ready):
+                continue
+            if getattr(other, "project", "") == project:
+                where = f"server '{other.name}'" if other.name else "your default server"
+                raise user_error(
+                    409,
+                    f"Project '{project}' is already running as {where}. "
+                    f"Open it from the home page, or retire it first.",
+                )
+
+    def _identity(self) -> Identity:
+        try:
+            return resolve_identity(
+                self.user.name, self.user_uid, self.user_gid, self.use_system_accounts
+            )
+        except IdentityError as e:
+            self.log.error("Refused to start a server for user=%s: %s", self.user.name, e)
+            raise user_error(403, str(e)) from e
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def progress_log(self) -> ProgressLog:
+        if getattr(self, "_progress_log", None) is None:
+            self._progress_log = ProgressLog()
+        return self._progress_log
+
+    async def progress(self):
+        async for event in self.progress_log.follow():
+            yield event
+
+    async def start(self):
+        self._progress_log = ProgressLog()
+        project = self.requested_project()
+        self._check_project_free(project)
+        ident = self._identity()
+        self.project = project
+        self.progress_log.emit(10, f"Preparing workspace for project {project}")
+        try:
+            ws = await asyncio.get_running_loop().run_in_executor(
+                None,
+                prepare_workspace,
+                self.workspace_root,
+                self.user.name,
+                project,
+                ident.uid,
+                ident.gid,
+                self.workspace_mode,
+            )
+        except WorkspaceError as e:
+            self.log.error(
+                "Workspace refused for user=%s project=%s: %s",
+                self.user.name,
+                project,
+                e.admin_hint or e,
+            )
+            raise user_error(400, str(e)) from e
+        self._workspace_dir = str(ws.project_dir)
+        self._identity_used = ident
+        if ws.created:
+            self.log.info(
+                "Created workspace %s for user=%s project=%s",
+                ws.project_dir,
+                self.user.name,
+                project,
+            )
+
+        if self.network_name == HOST_NETWORK:
+            self.port = self._port_pool.reserve()
+            self.ip = "127.0.0.1"
+        try:
+            ip, port = await super().start()
+        except BaseException as e:
+            await self._cleanup_failed_start()
+            if isinstance(e, DOCKER_ERRORS):
+                self.log.error(
+                    "Docker engine error while starting user=%s project=%s: %s. "
+                    "Check that dockerd runs (docker info).",
+                    self.user.name,
+                    project,
+                    e,
+                )
+                raise user_error(503, ENGINE_DOWN_MESSAGE) from e
+            if isinstance(e, SpecError):
+                self.log.error(
+                    "Refused container spec for user=%s project=%s: %s", self.user.name, project, e
+                )
+                raise user_error(
+                    500, "This server is misconfigured; an admin has been told."
+                ) from e
+            raise
+        self.progress_log.emit(90, "Container started; waiting for JupyterLab to answer")
+        self.log.info(
+            "Started server user=%s project=%s server=%s container=%s port=%s",
+            self.user.name,
+            project,
+            self.name or "(default)",
+            self.object_id[:12],
+            port,
+        )
+        return ip, port
+
+    async def _cleanup_failed_start(self) -> None:
+        """Leave nothing behind after a failed start: no container, no reserved port."""
+        if self.object_id:
+            try:
+                await self.docker("remove_container", self.object_id, v=True, force=True)
+            except DOCKER_ERRORS as e:
+                self.log.warning(
+                    "Could not remove container %s after a failed start: %s", self.object_name, e
+                )
+            self.object_id = ""
+        if self.network_name == HOST_NETWORK:
+            self._port_pool.release(self.port)
+
+    async def pull_image(self, image: str) -> None:
+        """Check the image exists locally; DS01 never pulls from a registry at spawn."""
+        self.progress_log.emit(20, f"Checking image {image}")
+        try:
+            await self.docker("inspect_image", image)
+        except docker.errors.ImageNotFound as e:
+            self.log.error(
+                "Image %s is missing for user=%s; build it with scripts/setup.sh",
+                image,
+                self.user.name,
+            )
+            raise user_error(
+                503,
+                f"The image {image} is not on this server yet, so your server could not start. "
+                f"An admin has been told.",
+            ) from e
+
+    async def remove_object(self) -> None:
+        """Remove our container even when it still runs (a stale one found at start)."""
+        self.log.info("Removing container %s (%s)", self.object_name, self.object_id[:12])
+        try:
+            await self.docker("remove_container", self.object_id, v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    async def create_object(self) -> dict:
+        self.progress_log.emit(40, "Creating a fresh container")
+        ident: Identity = self._identity_used
+        spec = ServerSpec(
+            name=self.object_name,
+            image=self.image,
+            command=list(self.cmd) + list(self.get_args()),
+            env=self.get_env(),
+            username=self.user.name,
+            project=self.project,
+            server_name=self.name,
+            uid=ident.uid,
+            gid=ident.gid,
+            supplementary_gids=ident.supplementary_gids,
+            project_dir=self._workspace_dir,
+            home=self.home_dir.format(username=path_safe_username(self.user.name)),
+            created_at=datetime.now(timezone.utc),
+            network=self.network_name,
+            port=self.port,
+            cap_add=self.extra_capabilities,
+            stop_grace_seconds=self.stop_grace_seconds,
+            mem_limit=self.mem_limit,
+            cpu_limit=self.cpu_limit,
+            extra_binds=self.volume_binds,
+        )
+        create_kwargs, host_config_kwargs = build_container_spec(spec)
+        host_config = await self.docker("create_host_config", **host_config_kwargs)
+        obj = await self.docker("create_container", host_config=host_config, **create_kwargs)
+        self.progress_log.emit(60, "Starting the container")
+        return obj
+
+    async def get_ip_and_port(self) -> tuple[str, int]:
+        if self.network_name == HOST_NETWORK:
+            return "127.0.0.1", self.port
+        return await super().get_ip_and_port()
+
+    async def poll(self):
+        try:
+            container = await self.get_object()
+        except DOCKER_ERRORS as e:
+            # Not knowing is not the same as stopped: keep the server, try again next poll.
+            self.log.warning(
+                "Cannot reach Docker to poll %s (%s); assuming it still runs", self.object_name, e
+            )
+            return None
+        if container is None:
+            if self.network_name == HOST_NETWORK and self.port:
+                self._port_pool.release(self.port)
+            return 0
+        state = container["State"]
+        if state.get("Running"):
+            return None
+        await self._log_exit(state)
+        return f"ExitCode={state.get('ExitCode')}, Error='{state.get('Error', '')}'"
+
+    async def _log_exit(self, state: dict) -> None:
+        try:
+            tail = await self.docker("logs", self.object_id, tail=20, timestamps=False)
+            tail = tail.decode("utf-8", "replace").strip()
+        except DOCKER_ERRORS:
+            tail = "(logs unavailable)"
+        self.log.warning(
+            "Container %s of user=%s project=%s exited with code %s; last log lines:\n%s",
+            self.object_name,
+            self.user.name,
+            self.project,
+            state.get("ExitCode"),
+            tail,
+        )
+
+    async def stop(self, now: bool = False) -> None:
+        grace = 1 if now else self.stop_grace_seconds
+        self.log.info(
+            "Retiring server user=%s project=%s container=%s (grace %ss)",
+            self.user.name,
+            self.project or "?",
+            self.object_name,
+            grace,
+        )
+        target = self.object_id or self.object_name
+        try:
+            await self.docker("stop", target, timeout=grace)
+        except docker.errors.NotFound:
+            pass
+        try:
+            await self.docker("remove_container", target, v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+        if self.network_name == HOST_NETWORK and self.port:
+            self._port_pool.release(self.port)
+        self.object_id = ""
+        self.clear_state()

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Offline recipe for the DS01 base image, for machines that reach no container registry.
+#
+# It makes the same runtime as images/base/Dockerfile (minus CUDA): Debian bookworm, Python 3,
+# a virtual environment in /opt/ds01/venv with jupyterhub (pinned to the hub's version) and JupyterLab,
+# /home writable by any uid (HOME is made at start), /workspace as the working directory.
+#
+# The image is tagged ds01/base:<hash of this recipe> and ds01/base:latest, and built only when the
+# hash tag is missing. The root filesystem is cached as a tarball under $DS01_CACHE (default
+# ~/.cache/ds01), so a machine whose Docker engine lost its images re-imports it in seconds.
+#
+# Usage: JUPYTERHUB_VERSION=6.1.1 bash images/offline/build.sh
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+: "${JUPYTERHUB_VERSION:?set JUPYTERHUB_VERSION to the jupyterhub version of the hub}"
+repo=${DS01_BASE_REPO:-ds01/base}
+cache=${DS01_CACHE:-$HOME/.cache/ds01}
+suite=bookworm
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+log() { printf '[ds01 base image] %s\n' "$*" >&2; }
+
+hash=$( (cat "$here/build.sh" "$here/requirements.txt"; echo "jupyterhub==$JUPYTERHUB_VERSION") | sha256sum | cut -c1-12)
+tag="$repo:$hash"
+
+if docker image inspect "$tag" >/dev/null 2>&1; then
+    docker tag "$tag" "$repo:latest"
+    log "$tag is present"
+    exit 0
+fi
+
+mkdir -p "$cache"
+tarball="$cache/base-$hash.tar.gz"
+import_changes=(
+    -c "ENV PATH=/opt/ds01/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    -c "ENV LANG=C.UTF-8"
+    -c "WORKDIR /workspace"
+    -c "CMD [\"jupyterhub-singleuser\"]"
+    -c "LABEL ds01.base.recipe=$hash ds01.base.jupyterhub=$JUPYTERHUB_VERSION"
+)
+
+if [ ! -s "$tarball" ]; then
+    work=$(mktemp -d /var/tmp/ds01-base.XXXXXX)
+    trap 'umount "$work/rootfs/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
+    rootfs="$work/rootfs"
+    log "debootstrap $suite into $rootfs (about a minute)"
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,tini \
+        "$suite" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+        tail -n 30 "$work/debootstrap.log" >&2
+        exit 1
+    }
+    log "installing jupyterhub==$JUPYTERHUB_VERSION and JupyterLab into /opt/ds01/venv"
+    cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+    cp "$here/requirements.txt" "$rootfs/tmp/requirements.txt"
+    # The host's CA bundle lets pip through a TLS-inspecting proxy; it is removed again below.
+    cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$rootfs/tmp/host-ca.crt"
+    mount -t proc proc "$rootfs/proc"
+    chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_CERT=/tmp/host-ca.crt \
+        /bin/sh -ec "python3 -m venv /opt/ds01/venv
+            /opt/ds01/venv/bin/pip install -q --no-cache-dir --disable-pip-version-check \
+                jupyterhub==$JUPYTERHUB_VERSION -r /tmp/requirements.txt"
+    umount "$rootfs/proc"
+    # Leave no host configuration, caches or package lists in the image.
+    rm -f "$rootfs/etc/resolv.conf" "$rootfs/tmp/requirements.txt" "$rootfs/tmp/host-ca.crt"
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/usr/share/doc/* \
+        "$rootfs"/usr/share/man/* "$rootfs"/root/.cache
+    mkdir -p "$rootfs/workspace"
+    chmod 1777 "$rootfs/home" "$rootfs/workspace"
+    log "packing the root filesystem into $tarball"
+    tar --numeric-owner -C "$rootfs" -czf "$tarball.part" .
+    mv "$tarball.part" "$tarball"
+fi
+
+log "importing $tarball as $tag"
+docker import "${import_changes[@]}" "$tarball" "$tag" >/dev/null
+docker tag "$tag" "$repo:latest"
+log "built $tag"

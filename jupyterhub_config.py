@@ -1,0 +1,63 @@
+# JupyterHub configuration for ds01spawner.
+#
+# As it is, this file runs the demo: JupyterHub on http://127.0.0.1:8000 with SQLite, named servers,
+# the DS01 spawner and a demo login (users alice, bob and admin; password "ds01-demo").
+# Start it with `scripts/demo.sh`. Lines marked PRODUCTION say what to change on a real server.
+#
+# Environment variables (all optional) let tests and admins move the demo without editing the file:
+#   DS01_HUB_PORT        public port of the proxy (8000)
+#   DS01_STATE_DIR       where the hub keeps its database, cookie secret and proxy pid (./.ds01)
+#   DS01_WORKSPACE_ROOT  workspace root template (<state dir>/workspaces/{username})
+#   DS01_DEMO_PASSWORD   the demo password (ds01-demo)
+#   DS01_DOCKER_HOST     Docker engine URL for the spawner (the environment's DOCKER_HOST)
+import os
+
+c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
+
+here = os.path.dirname(os.path.abspath(__file__))
+state_dir = os.path.abspath(os.environ.get("DS01_STATE_DIR", os.path.join(here, ".ds01")))
+os.makedirs(state_dir, exist_ok=True)
+port = int(os.environ.get("DS01_HUB_PORT", "8000"))
+
+# ---- network: loopback only ----
+# PRODUCTION: put TLS in front (c.JupyterHub.ssl_cert / ssl_key, or a reverse proxy such as nginx
+# terminating TLS) and bind the public side to the server's address: c.JupyterHub.ip = "0.0.0.0".
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = port
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = port + 81  # the hub's own API, reached by servers on the host network
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{port + 1}"
+
+# ---- state ----
+# PRODUCTION: SQLite is fine for one server; keep state_dir on a disk that is backed up.
+c.JupyterHub.db_url = f"sqlite:///{os.path.join(state_dir, 'jupyterhub.sqlite')}"
+c.JupyterHub.cookie_secret_file = os.path.join(state_dir, "jupyterhub_cookie_secret")
+c.ConfigurableHTTPProxy.pid_file = os.path.join(state_dir, "jupyterhub-proxy.pid")
+
+# ---- login ----
+# Demo: any of these users with the shared password. PRODUCTION: use PAM for system users
+#   c.JupyterHub.authenticator_class = "pam"
+# or OAuth (pip install oauthenticator), e.g. c.JupyterHub.authenticator_class = "github".
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ.get("DS01_DEMO_PASSWORD", "ds01-demo")
+c.Authenticator.allowed_users = {"alice", "bob", "admin"}
+c.Authenticator.admin_users = {"admin"}
+
+# ---- servers: one named server per project ----
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = 0  # PRODUCTION: limits come from the DS01 limits file
+# Servers keep running across hub restarts; the spawner finds them again from its state.
+c.JupyterHub.cleanup_servers = False
+c.JupyterHub.start_timeout = 120
+c.JupyterHub.spawner_class = "ds01"
+
+# ---- the DS01 spawner (see docs/configuration.md for every setting) ----
+# PRODUCTION: for system users, c.DS01Spawner.workspace_root = "/home/{username}/workspace"
+c.DS01Spawner.workspace_root = os.environ.get(
+    "DS01_WORKSPACE_ROOT", os.path.join(state_dir, "workspaces", "{username}")
+)
+c.DS01Spawner.image = "ds01/base:latest"
+c.DS01Spawner.network_name = "host"  # one loopback port per server; see docs/admin-guide.md
+c.DS01Spawner.stop_grace_seconds = 30
+if os.environ.get("DS01_DOCKER_HOST"):
+    c.DS01Spawner.client_kwargs = {"base_url": os.environ["DS01_DOCKER_HOST"]}

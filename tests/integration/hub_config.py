@@ -1,0 +1,20 @@
+# Test hub: the top-level jupyterhub_config.py as shipped, plus one service with an API token that
+# the tests use to create users, tokens and servers. Ports and folders come from the environment
+# (see the top of jupyterhub_config.py), set by tests/integration/hub.py.
+import os
+
+c = get_config()  # noqa: F821
+load_subconfig(os.path.join(os.path.dirname(__file__), "..", "..", "jupyterhub_config.py"))  # noqa: F821
+
+c.Authenticator.allow_all = True
+c.JupyterHub.services = [{"name": "ds01-tests", "api_token": os.environ["DS01_TEST_TOKEN"]}]
+c.JupyterHub.load_roles = [
+    {
+        "name": "ds01-tests",
+        "scopes": ["admin:users", "admin:servers", "tokens", "list:users", "read:users"],
+        "services": ["ds01-tests"],
+    }
+]
+c.DS01Spawner.prefix = os.environ.get("DS01_TEST_PREFIX", "ds01test")
+c.DS01Spawner.stop_grace_seconds = 2
+c.JupyterHub.log_level = "DEBUG" if os.environ.get("DS01_TEST_DEBUG") else "INFO"

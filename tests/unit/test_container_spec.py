@@ -1,0 +1,128 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from ds01spawner.container_spec import ServerSpec, SpecError, build_container_spec
+
+WHEN = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def spec(**over):
+    base = dict(
+        name="ds01-alice.my-thesis",
+        image="ds01/base:latest",
+        command=["jupyterhub-singleuser"],
+        env={"JUPYTERHUB_API_TOKEN": "secret"},
+        username="alice",
+        project="my-thesis",
+        server_name="my-thesis",
+        uid=1000,
+        gid=100,
+        project_dir="/srv/ds01/workspaces/alice/my-thesis",
+        home="/home/alice",
+        created_at=WHEN,
+        port=41234,
+    )
+    base.update(over)
+    return ServerSpec(**base)
+
+
+def test_host_network_spec_as_dicts():
+    create, host = build_container_spec(spec())
+    assert host == {
+        "binds": {"/srv/ds01/workspaces/alice/my-thesis": {"bind": "/workspace", "mode": "rw"}},
+        "network_mode": "host",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "init": True,
+        "auto_remove": False,
+    }
+    assert create == {
+        "name": "ds01-alice.my-thesis",
+        "image": "ds01/base:latest",
+        "command": [
+            "/bin/sh",
+            "-c",
+            'mkdir -p "$HOME" && cd "$DS01_WORKSPACE" && exec "$@"',
+            "ds01-start",
+            "jupyterhub-singleuser",
+        ],
+        "environment": {
+            "JUPYTERHUB_API_TOKEN": "secret",
+            "HOME": "/home/alice",
+            "DS01_USER": "alice",
+            "DS01_PROJECT": "my-thesis",
+            "DS01_SERVER": "my-thesis",
+            "DS01_WORKSPACE": "/workspace",
+            "JUPYTERHUB_ROOT_DIR": "/workspace",
+            "SHELL": "/bin/bash",
+        },
+        "user": "1000:100",
+        "working_dir": "/workspace",
+        "labels": {
+            "ds01.managed": "true",
+            "ds01.user": "alice",
+            "ds01.project": "my-thesis",
+            "ds01.server": "my-thesis",
+            "ds01.created": "2026-11-28T12:00:00+00:00",
+        },
+        "volumes": ["/workspace"],
+        "stop_signal": "SIGTERM",
+        "stop_timeout": 30,
+    }
+
+
+def test_named_network_exposes_the_port():
+    create, host = build_container_spec(spec(network="ds01-net", port=8888))
+    assert host["network_mode"] == "ds01-net"
+    assert create["ports"] == [8888]
+
+
+def test_limits_capabilities_and_groups():
+    _, host = build_container_spec(
+        spec(mem_limit="8G", cpu_limit=2.5, cap_add=["SYS_PTRACE"], supplementary_gids=[27, 44])
+    )
+    assert host["mem_limit"] == "8G"
+    assert host["cpu_quota"] == 250_000 and host["cpu_period"] == 100_000
+    assert host["cap_add"] == ["SYS_PTRACE"] and host["cap_drop"] == ["ALL"]
+    assert host["group_add"] == ["27", "44"]
+
+
+@pytest.mark.parametrize("sock", ["/var/run/docker.sock", "/run/containerd/containerd.sock"])
+def test_engine_socket_is_never_mounted(sock):
+    with pytest.raises(SpecError, match="root on the host"):
+        build_container_spec(
+            spec(extra_binds={sock: {"bind": "/var/run/docker.sock", "mode": "rw"}})
+        )
+
+
+def test_socket_behind_a_symlink_is_refused(tmp_path):
+    link = tmp_path / "innocent"
+    link.symlink_to("/var/run/docker.sock")
+    with pytest.raises(SpecError):
+        build_container_spec(spec(extra_binds={str(link): {"bind": "/x", "mode": "ro"}}))
+
+
+def test_extra_bind_cannot_hide_the_workspace():
+    with pytest.raises(SpecError, match="hide the project mount"):
+        build_container_spec(spec(extra_binds={"/data": {"bind": "/workspace", "mode": "ro"}}))
+
+
+def test_extra_bind_is_added():
+    create, host = build_container_spec(
+        spec(extra_binds={"/data/shared": {"bind": "/shared", "mode": "ro"}})
+    )
+    assert host["binds"]["/data/shared"] == {"bind": "/shared", "mode": "ro"}
+    assert create["volumes"] == ["/workspace", "/shared"]
+
+
+@pytest.mark.parametrize("uid,gid", [(0, 100), (1000, 0)])
+def test_root_is_refused(uid, gid):
+    with pytest.raises(SpecError, match="never runs a server as root"):
+        build_container_spec(spec(uid=uid, gid=gid))
+
+
+def test_ds01_labels_cannot_be_overridden_by_extra_labels():
+    create, _ = build_container_spec(spec(extra_labels={"ds01.user": "mallory", "team": "nlp"}))
+    assert create["labels"]["ds01.user"] == "alice"
+    assert create["labels"]["team"] == "nlp"
