@@ -81,6 +81,16 @@ def container_name(username: str, server_name: str, prefix: str = "ds01") -> str
     return f"{prefix}-{escape_username(username)}.{server_name or '_default'}"
 
 
+def oauth_client_id(username: str, server_name: str) -> str:
+    """An OAuth client id for a user's server that no other (user, server) pair shares.
+
+    JupyterHub 6 uses ``jupyterhub-user-<user>-<server>``, so user ``a-b`` with server ``c`` and
+    user ``a`` with server ``b-c`` get the same client and the second launch fails with a
+    database error. This uses the container-name scheme instead (cookie-safe characters only).
+    """
+    return container_name(username, server_name, prefix="jupyterhub-user")
+
+
 def path_safe_username(username: str) -> str:
     """The username as used in a workspace path.
 

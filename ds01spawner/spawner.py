@@ -19,7 +19,7 @@ from traitlets import Bool, Int, List, Unicode, default, validate
 
 from .container_spec import HOST_NETWORK, ServerSpec, SpecError, build_container_spec
 from .identity import Identity, IdentityError, resolve_identity
-from .names import container_name, path_safe_username, project_name_problem
+from .names import container_name, oauth_client_id, path_safe_username, project_name_problem
 from .ports import PortPool
 from .progress import ProgressLog
 from .workspace import WorkspaceError, prepare_workspace
@@ -214,6 +214,13 @@ class DS01Spawner(DockerSpawner):
     def _object_name_default(self) -> str:
         """``<prefix>-<escaped user>.<server>`` (see names.container_name); collision-free."""
         return container_name(self.user.name, self.name, self.prefix)
+
+    @validate("oauth_client_id")
+    def _collision_free_client_id(self, proposal) -> str:
+        """Replace JupyterHub's client id, which collides for a-b/c vs a/b-c (names.py)."""
+        if self.user is None or self.orm_spawner is None:
+            return proposal.value
+        return oauth_client_id(self.user.name, self.name)
 
     # ---- decisions ----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from ds01spawner.names import (
     InvalidProjectName,
     container_name,
     escape_username,
+    oauth_client_id,
     path_safe_username,
     project_name_problem,
     validate_project_name,
@@ -100,3 +101,16 @@ def test_path_safe_username_never_walks(user):
 @pytest.mark.parametrize("user", ["alice", "j.doe", "bob_2", "x@example.org"])
 def test_path_safe_username_keeps_account_names(user):
     assert path_safe_username(user) == user
+
+
+@given(st.text(min_size=1, max_size=20), server, st.text(min_size=1, max_size=20), server)
+def test_oauth_client_ids_are_injective_and_cookie_safe(u1, s1, u2, s2):
+    cid = oauth_client_id(u1, s1)
+    assert re.fullmatch(r"[a-z0-9_.-]+", cid)
+    if (u1, s1) != (u2, s2):
+        assert cid != oauth_client_id(u2, s2)
+
+
+def test_jupyterhub_client_id_collision_is_avoided():
+    assert oauth_client_id("a-b", "c") != oauth_client_id("a", "b-c")
+    assert oauth_client_id("a-b", "") != oauth_client_id("a", "b")
