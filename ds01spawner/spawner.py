@@ -22,6 +22,7 @@ from .identity import Identity, IdentityError, resolve_identity
 from .names import container_name, oauth_client_id, path_safe_username, project_name_problem
 from .ports import PortPool
 from .progress import ProgressLog
+from .readiness import ServerExited, wait_until_listening
 from .workspace import WorkspaceError, prepare_workspace
 
 DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
@@ -310,6 +311,8 @@ class DS01Spawner(DockerSpawner):
             self.ip = "127.0.0.1"
         try:
             ip, port = await super().start()
+            self.progress_log.emit(70, "Container started; waiting for JupyterLab to listen")
+            await wait_until_listening(ip, port, self._check_alive, timeout=self.http_timeout)
         except BaseException as e:
             await self._cleanup_failed_start()
             if isinstance(e, DOCKER_ERRORS):
@@ -321,6 +324,19 @@ class DS01Spawner(DockerSpawner):
                     e,
                 )
                 raise user_error(503, ENGINE_DOWN_MESSAGE) from e
+            if isinstance(e, ServerExited):
+                self.log.error(
+                    "Server of user=%s project=%s exited while starting (code %s):\n%s",
+                    self.user.name,
+                    project,
+                    e.exit_code,
+                    e.output_tail,
+                )
+                raise user_error(
+                    500,
+                    f"Your server stopped while starting (exit code {e.exit_code}). "
+                    f"Your files are safe. Last lines of its output:\n{e.output_tail}",
+                ) from e
             if isinstance(e, SpecError):
                 self.log.error(
                     "Refused container spec for user=%s project=%s: %s", self.user.name, project, e
@@ -329,7 +345,7 @@ class DS01Spawner(DockerSpawner):
                     500, "This server is misconfigured; an admin has been told."
                 ) from e
             raise
-        self.progress_log.emit(90, "Container started; waiting for JupyterLab to answer")
+        self.progress_log.emit(90, "JupyterLab is listening; connecting you")
         self.log.info(
             "Started server user=%s project=%s server=%s container=%s port=%s",
             self.user.name,
@@ -430,22 +446,36 @@ class DS01Spawner(DockerSpawner):
         state = container["State"]
         if state.get("Running"):
             return None
+        # Dead (killed, crashed, OOM): log why, then remove it now. JupyterHub calls stop() only
+        # for servers that poll as running, so nothing else would remove this container.
         await self._log_exit(state)
-        return f"ExitCode={state.get('ExitCode')}, Error='{state.get('Error', '')}'"
+        status = f"ExitCode={state.get('ExitCode')}, Error='{state.get('Error', '')}'"
+        await self.remove_object()
+        if self.network_name == HOST_NETWORK and self.port:
+            self._port_pool.release(self.port)
+        return status
+
+    async def _output_tail(self, lines: int = 20) -> str:
+        try:
+            tail = await self.docker("logs", self.object_id, tail=lines, timestamps=False)
+        except DOCKER_ERRORS:
+            return "(output unavailable)"
+        return tail.decode("utf-8", "replace").strip()
+
+    async def _check_alive(self) -> None:
+        """Raise ServerExited when our container has stopped (used while it starts)."""
+        state = (await self.docker("inspect_container", self.object_id))["State"]
+        if not state.get("Running"):
+            raise ServerExited(state.get("ExitCode"), await self._output_tail(10))
 
     async def _log_exit(self, state: dict) -> None:
-        try:
-            tail = await self.docker("logs", self.object_id, tail=20, timestamps=False)
-            tail = tail.decode("utf-8", "replace").strip()
-        except DOCKER_ERRORS:
-            tail = "(logs unavailable)"
         self.log.warning(
-            "Container %s of user=%s project=%s exited with code %s; last log lines:\n%s",
+            "Container %s of user=%s project=%s exited with code %s; last output:\n%s",
             self.object_name,
             self.user.name,
             self.project,
             state.get("ExitCode"),
-            tail,
+            await self._output_tail(),
         )
 
     async def stop(self, now: bool = False) -> None:

@@ -18,3 +18,10 @@ c.JupyterHub.load_roles = [
 c.DS01Spawner.prefix = os.environ.get("DS01_TEST_PREFIX", "ds01test")
 c.DS01Spawner.stop_grace_seconds = 2
 c.JupyterHub.log_level = "DEBUG" if os.environ.get("DS01_TEST_DEBUG") else "INFO"
+# Poll servers often so that a killed container is noticed within seconds.
+c.Spawner.poll_interval = 2
+# A command that fails on purpose, for the crash-while-starting test.
+if os.environ.get("DS01_TEST_CMD"):
+    import json
+
+    c.DS01Spawner.cmd = json.loads(os.environ["DS01_TEST_CMD"])
