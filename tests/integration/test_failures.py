@@ -21,8 +21,11 @@ def test_killed_container_is_noticed_and_cleaned_up(hub, docker_client):
     (c,) = ds01_containers(docker_client, hub.prefix, user="alice")
     c.kill()
     wait_for(lambda: hub.server_model("alice", "victim") is None, 30, "the hub to notice the kill")
-    wait_for(lambda: ds01_containers(docker_client, hub.prefix, user="alice") == [], 30,
-             "the dead container to be removed")
+    wait_for(
+        lambda: ds01_containers(docker_client, hub.prefix, user="alice") == [],
+        30,
+        "the dead container to be removed",
+    )
     assert "exited with code 137" in hub.log_tail(300)
     assert marker.read_text() == "keep me"
     hub.start_server("alice", "victim")
@@ -34,8 +37,14 @@ def test_killed_container_is_noticed_and_cleaned_up(hub, docker_client):
 
 def test_leftover_container_with_the_same_name_is_replaced(hub, docker_client):
     name = f"{hub.prefix}-bob.leftover"
-    docker_client.containers.run("ds01/base:latest", ["sleep", "600"], name=name, detach=True,
-                                 user="1000:100", labels={"ds01.managed": "true", "ds01.user": "bob"})
+    docker_client.containers.run(
+        "ds01/base:latest",
+        ["sleep", "600"],
+        name=name,
+        detach=True,
+        user="1000:100",
+        labels={"ds01.managed": "true", "ds01.user": "bob"},
+    )
     hub.start_server("bob", "leftover")
     (c,) = ds01_containers(docker_client, hub.prefix, user="bob")
     assert c.name == name and c.labels.get("ds01.project") == "leftover"
