@@ -16,8 +16,22 @@ LABEL_PREFIX = "ds01"
 WORKSPACE_MOUNT = "/workspace"
 HOST_NETWORK = "host"
 
-# Run in the container before Jupyter: make the writable HOME (outside /workspace), then exec.
-_START_SCRIPT = 'mkdir -p "$HOME" && cd "$DS01_WORKSPACE" && exec "$@"'
+# The container's main process (under Docker's init). It makes the writable HOME, starts Jupyter
+# in /workspace, and on SIGTERM (a retire) passes the signal to *every* process of the user, then
+# waits until all have exited, so a training run in a terminal or in the background can save a
+# checkpoint. Docker sends SIGKILL when the grace period (stop_timeout) is over.
+START_SCRIPT = """\
+mkdir -p "$HOME" && cd "$DS01_WORKSPACE" || exit 1
+term() { stopping=1; kill -TERM -1 2>/dev/null; }
+trap term TERM INT
+"$@" &
+child=$!
+wait "$child"; status=$?
+[ -n "$stopping" ] || exit "$status"
+wait "$child" 2>/dev/null
+while kill -0 -1 2>/dev/null; do sleep 0.2; done
+exit 0
+"""
 
 _DOCKER_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock")
 
@@ -123,7 +137,7 @@ def build_container_spec(spec: ServerSpec) -> tuple[dict, dict]:
     create_kwargs: dict = {
         "name": spec.name,
         "image": spec.image,
-        "command": ["/bin/sh", "-c", _START_SCRIPT, "ds01-start", *spec.command],
+        "command": ["/bin/sh", "-c", START_SCRIPT, "ds01-start", *spec.command],
         "environment": env,
         "user": f"{spec.uid}:{spec.gid}",
         "working_dir": WORKSPACE_MOUNT,

@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from .conftest import run_code
-from .hub import ds01_containers
+from .hub import ds01_containers, wait_for
 
 PROBE = """
 import os, pathlib
@@ -110,3 +110,31 @@ def test_default_server_uses_the_project_option(hub, docker_client):
     assert r.status_code == 409, r.text
     assert "already running" in r.json()["message"]
     hub.stop_server("carol", "")
+
+
+BACKGROUND_TRAINING = """
+import subprocess, sys
+code = '''
+import pathlib, signal, time
+def save(*_):
+    time.sleep(1)  # a checkpoint takes a moment to write
+    pathlib.Path("/workspace/checkpoint.txt").write_text("epoch 7")
+    raise SystemExit(0)
+signal.signal(signal.SIGTERM, save)
+pathlib.Path("/workspace/training.started").touch()
+time.sleep(600)
+'''
+subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+print("launched")
+"""
+
+
+def test_retire_sends_sigterm_to_background_work_and_waits_for_its_checkpoint(hub):
+    user, project = "dana", "training"
+    token = hub.user_token(user)
+    hub.start_server(user, project)
+    assert run_code(hub, user, project, token, BACKGROUND_TRAINING).strip() == "launched"
+    ws = hub.workspaces / user / project
+    wait_for(lambda: (ws / "training.started").exists(), 30, "the training process to start")
+    hub.stop_server(user, project)
+    assert (ws / "checkpoint.txt").read_text() == "epoch 7"

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ds01spawner.container_spec import ServerSpec, SpecError, build_container_spec
+from ds01spawner.container_spec import START_SCRIPT, ServerSpec, SpecError, build_container_spec
 
 WHEN = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -40,13 +40,7 @@ def test_host_network_spec_as_dicts():
     assert create == {
         "name": "ds01-alice.my-thesis",
         "image": "ds01/base:latest",
-        "command": [
-            "/bin/sh",
-            "-c",
-            'mkdir -p "$HOME" && cd "$DS01_WORKSPACE" && exec "$@"',
-            "ds01-start",
-            "jupyterhub-singleuser",
-        ],
+        "command": ["/bin/sh", "-c", START_SCRIPT, "ds01-start", "jupyterhub-singleuser"],
         "environment": {
             "JUPYTERHUB_API_TOKEN": "secret",
             "HOME": "/home/alice",
