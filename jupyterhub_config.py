@@ -48,7 +48,7 @@ c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = 0  # PRODUCTION: limits come from the DS01 limits file
 # Servers keep running across hub restarts; the spawner finds them again from its state.
 c.JupyterHub.cleanup_servers = False
-c.JupyterHub.start_timeout = 120
+c.Spawner.start_timeout = 120
 c.JupyterHub.spawner_class = "ds01"
 
 # ---- the DS01 spawner (see docs/configuration.md for every setting) ----

@@ -35,6 +35,31 @@ exit 0
 
 _DOCKER_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock")
 
+#: Keys of DockerSpawner.extra_host_config an admin may set. Anything that could undo the
+#: isolation (privileged, pid/ipc/userns "host", devices, binds, capabilities) is not here.
+ALLOWED_EXTRA_HOST_CONFIG = frozenset(
+    {
+        "shm_size",
+        "pids_limit",
+        "ulimits",
+        "mem_reservation",
+        "memswap_limit",
+        "cpu_shares",
+        "cpuset_cpus",
+        "cpuset_mems",
+        "blkio_weight",
+        "dns",
+        "dns_search",
+        "extra_hosts",
+        "log_config",
+        "storage_opt",
+        "tmpfs",
+        "oom_score_adj",
+    }
+)
+#: Keys of DockerSpawner.extra_create_kwargs an admin may set (environment and labels are merged).
+ALLOWED_EXTRA_CREATE = frozenset({"environment", "labels", "hostname", "domainname", "healthcheck"})
+
 
 class SpecError(ValueError):
     """A container spec that DS01 refuses to create (an admin's configuration error)."""
@@ -65,6 +90,8 @@ class ServerSpec:
     cpu_limit: float | None = None
     extra_binds: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     extra_labels: Mapping[str, str] = field(default_factory=dict)
+    extra_host_config: Mapping[str, object] = field(default_factory=dict)
+    extra_create_kwargs: Mapping[str, object] = field(default_factory=dict)
 
 
 def labels_for(spec: ServerSpec) -> dict[str, str]:
@@ -149,4 +176,30 @@ def build_container_spec(spec: ServerSpec) -> tuple[dict, dict]:
     }
     if spec.network != HOST_NETWORK:
         create_kwargs["ports"] = [spec.port]
+    _merge_extras(spec, create_kwargs, host_config)
     return create_kwargs, host_config
+
+
+def _merge_extras(spec: ServerSpec, create_kwargs: dict, host_config: dict) -> None:
+    refused = sorted(set(spec.extra_host_config) - ALLOWED_EXTRA_HOST_CONFIG)
+    if refused:
+        raise SpecError(
+            f"DockerSpawner.extra_host_config may not set {', '.join(refused)}; "
+            f"allowed: {', '.join(sorted(ALLOWED_EXTRA_HOST_CONFIG))}"
+        )
+    refused = sorted(set(spec.extra_create_kwargs) - ALLOWED_EXTRA_CREATE)
+    if refused:
+        raise SpecError(
+            f"DockerSpawner.extra_create_kwargs may not set {', '.join(refused)}; "
+            f"allowed: {', '.join(sorted(ALLOWED_EXTRA_CREATE))}"
+        )
+    host_config.update(spec.extra_host_config)
+    for key, value in spec.extra_create_kwargs.items():
+        if key == "environment":
+            extra_env = {k: v for k, v in dict(value).items() if k not in create_kwargs[key]}
+            create_kwargs[key] = {**extra_env, **create_kwargs[key]}
+        elif key == "labels":
+            extra = {k: v for k, v in dict(value).items() if not k.startswith(f"{LABEL_PREFIX}.")}
+            create_kwargs[key] = {**extra, **create_kwargs[key]}
+        else:
+            create_kwargs[key] = value

@@ -400,7 +400,10 @@ class DS01Spawner(DockerSpawner):
         spec = ServerSpec(
             name=self.object_name,
             image=self.image,
-            command=list(self.cmd) + list(self.get_args()),
+            # Jupyter kills kernels 5 s after its own SIGTERM; give them the whole grace period.
+            command=list(self.cmd)
+            + [f"--KernelManager.shutdown_wait_time={self.stop_grace_seconds}"]
+            + list(self.get_args()),
             env=self.get_env(),
             username=self.user.name,
             project=self.project,
@@ -415,9 +418,11 @@ class DS01Spawner(DockerSpawner):
             port=self.port,
             cap_add=self.extra_capabilities,
             stop_grace_seconds=self.stop_grace_seconds,
-            mem_limit=self.mem_limit,
-            cpu_limit=self.cpu_limit,
+            mem_limit=self.mem_limit or None,
+            cpu_limit=self.cpu_limit or None,
             extra_binds=self.volume_binds,
+            extra_host_config=self._eval_if_callable(self.extra_host_config) or {},
+            extra_create_kwargs=self._eval_if_callable(self.extra_create_kwargs) or {},
         )
         create_kwargs, host_config_kwargs = build_container_spec(spec)
         host_config = await self.docker("create_host_config", **host_config_kwargs)

@@ -62,31 +62,75 @@ def hub(hub_factory) -> Hub:
     return hub_factory()
 
 
-def run_code(hub: Hub, user: str, server: str, token: str, code: str, timeout: float = 60) -> str:
-    """Run ``code`` in a new kernel of the user's server (Jupyter's kernel API); return stdout."""
+def run_code(
+    hub: Hub,
+    user: str,
+    server: str,
+    token: str,
+    code: str,
+    timeout: float = 60,
+    keep_kernel: bool = False,
+) -> str:
+    """Run ``code`` in a new kernel of the user's server (Jupyter's kernel API); return stdout.
+
+    The kernel is shut down afterwards unless ``keep_kernel``.
+    """
     base = f"/user/{user}/{server + '/' if server else ''}api"
-    r = hub.session.post(f"{hub.url}{base}/kernels", json={"name": "python3"},
-                         headers={"Authorization": f"token {token}"}, timeout=30)
+    r = hub.session.post(
+        f"{hub.url}{base}/kernels",
+        json={"name": "python3"},
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
     assert r.status_code == 201, r.text
     kernel_id = r.json()["id"]
     try:
-        return asyncio.run(_execute(hub.url.replace("http", "ws", 1) + f"{base}/kernels/"
-                                    f"{kernel_id}/channels", token, code, timeout))
+        return asyncio.run(
+            _execute(
+                hub.url.replace("http", "ws", 1) + f"{base}/kernels/{kernel_id}/channels",
+                token,
+                code,
+                timeout,
+            )
+        )
     finally:
-        hub.session.delete(f"{hub.url}{base}/kernels/{kernel_id}",
-                           headers={"Authorization": f"token {token}"}, timeout=30)
+        if not keep_kernel:
+            hub.session.delete(
+                f"{hub.url}{base}/kernels/{kernel_id}",
+                headers={"Authorization": f"token {token}"},
+                timeout=30,
+            )
 
 
 async def _execute(url: str, token: str, code: str, timeout: float) -> str:
     ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
     msg_id = uuid.uuid4().hex
-    ws.write_message(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-                   "session": uuid.uuid4().hex, "date": "", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": False,
-                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-    }))
+    ws.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "date": "",
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "buffers": [],
+                "channel": "shell",
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
     out: list[str] = []
     try:
         while True:

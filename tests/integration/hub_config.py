@@ -16,7 +16,7 @@ c.JupyterHub.load_roles = [
     }
 ]
 c.DS01Spawner.prefix = os.environ.get("DS01_TEST_PREFIX", "ds01test")
-c.DS01Spawner.stop_grace_seconds = 2
+c.DS01Spawner.stop_grace_seconds = int(os.environ.get("DS01_TEST_GRACE", "2"))
 c.JupyterHub.log_level = "DEBUG" if os.environ.get("DS01_TEST_DEBUG") else "INFO"
 # Poll servers often so that a killed container is noticed within seconds.
 c.Spawner.poll_interval = 2

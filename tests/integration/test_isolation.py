@@ -31,8 +31,14 @@ def test_two_projects_of_one_user_and_the_same_project_of_two_users(hub, docker_
     # each server writes a marker; each sees only its own
     for user, project in pairs:
         token = hub.user_token(user)
-        r = hub.server_api("PUT", user, project, "/contents/whoami.txt", token,
-                           json={"type": "file", "format": "text", "content": f"{user}/{project}"})
+        r = hub.server_api(
+            "PUT",
+            user,
+            project,
+            "/contents/whoami.txt",
+            token,
+            json={"type": "file", "format": "text", "content": f"{user}/{project}"},
+        )
         assert r.status_code == 201, r.text
     for user, project in pairs:
         r = hub.server_api("GET", user, project, "/contents/whoami.txt", hub.user_token(user))
@@ -59,8 +65,9 @@ def test_a_token_reaches_only_its_owners_server(hub):
     assert hub.server_api("GET", "bob", "private", "/contents", bob).status_code == 200
     assert hub.server_api("GET", "bob", "private", "/contents", alice).status_code == 403
     assert hub.server_api("GET", "alice", "private", "/contents", bob).status_code == 403
-    anonymous = hub.session.get(f"{hub.url}/user/alice/private/api/contents",
-                                allow_redirects=False, timeout=30)
+    anonymous = hub.session.get(
+        f"{hub.url}/user/alice/private/api/contents", allow_redirects=False, timeout=30
+    )
     assert anonymous.status_code in (302, 403)
     hub.stop_server("alice", "private")
     hub.stop_server("bob", "private")

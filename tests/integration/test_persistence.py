@@ -41,8 +41,14 @@ def test_workspace_survives_retire_and_nothing_else_does(hub, docker_client):
     hub.start_server(user, project)
     (first,) = ds01_containers(docker_client, hub.prefix, user=user, project=project)
 
-    r = hub.server_api("PUT", user, project, "/contents/notes.txt", token,
-                       json={"type": "file", "format": "text", "content": "chapter 1"})
+    r = hub.server_api(
+        "PUT",
+        user,
+        project,
+        "/contents/notes.txt",
+        token,
+        json={"type": "file", "format": "text", "content": "chapter 1"},
+    )
     assert r.status_code == 201, r.text
     assert run_code(hub, user, project, token, WRITE_OUTSIDE).strip() == "written"
     seen = parse(run_code(hub, user, project, token, PROBE))
@@ -85,7 +91,10 @@ def test_container_is_locked_down(hub, docker_client):
     labels = attrs["Config"]["Labels"]
     assert labels["ds01.managed"] == "true"
     assert (labels["ds01.user"], labels["ds01.project"], labels["ds01.server"]) == (
-        user, project, project)
+        user,
+        project,
+        project,
+    )
     assert labels["ds01.created"].endswith("+00:00")
     assert attrs["Name"] == f"/{hub.prefix}-bob.locked"
     (mount,) = attrs["Mounts"]
@@ -138,3 +147,25 @@ def test_retire_sends_sigterm_to_background_work_and_waits_for_its_checkpoint(hu
     wait_for(lambda: (ws / "training.started").exists(), 30, "the training process to start")
     hub.stop_server(user, project)
     assert (ws / "checkpoint.txt").read_text() == "epoch 7"
+
+
+NOTEBOOK_HANDLER = """
+import pathlib, signal, time
+def save(*_):
+    time.sleep(7)  # longer than the 5 s Jupyter gives a kernel by default
+    pathlib.Path("/workspace/notebook-checkpoint.txt").write_text("saved from the kernel")
+signal.signal(signal.SIGTERM, save)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+print("armed")
+"""
+
+
+def test_a_notebook_kernel_gets_the_whole_grace_period(hub_factory):
+    hub = hub_factory({"DS01_TEST_GRACE": "15"})
+    user, project = "erin", "notebook"
+    token = hub.user_token(user)
+    hub.start_server(user, project)
+    assert run_code(hub, user, project, token, NOTEBOOK_HANDLER, keep_kernel=True) == "armed\n"
+    hub.stop_server(user, project)
+    saved = hub.workspaces / user / project / "notebook-checkpoint.txt"
+    assert saved.read_text() == "saved from the kernel"

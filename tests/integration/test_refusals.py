@@ -8,9 +8,28 @@ import pytest
 from .hub import ds01_containers, wait_for
 
 HOSTILE = [
-    "..", "../x", "/etc", "a/b", "", "x" * 31, "MyThesis", "a--b", "my thesis", " lead",
-    "tab\there", "a\x00b", "thеsis",  # Cyrillic 'е'
-    "ｍｙ-thesis", "-lead", "trail-", "1st", "a_b", "a.b", ".", "$(id)", "café",
+    "..",
+    "../x",
+    "/etc",
+    "a/b",
+    "",
+    "x" * 31,
+    "MyThesis",
+    "a--b",
+    "my thesis",
+    " lead",
+    "tab\there",
+    "a\x00b",
+    "thеsis",  # Cyrillic 'е'
+    "ｍｙ-thesis",
+    "-lead",
+    "trail-",
+    "1st",
+    "a_b",
+    "a.b",
+    ".",
+    "$(id)",
+    "café",
 ]
 
 

@@ -120,3 +120,49 @@ def test_ds01_labels_cannot_be_overridden_by_extra_labels():
     create, _ = build_container_spec(spec(extra_labels={"ds01.user": "mallory", "team": "nlp"}))
     assert create["labels"]["ds01.user"] == "alice"
     assert create["labels"]["team"] == "nlp"
+
+
+def test_allowed_extra_host_config_is_merged():
+    _, host = build_container_spec(spec(extra_host_config={"shm_size": "2g", "pids_limit": 512}))
+    assert host["shm_size"] == "2g" and host["pids_limit"] == 512
+    assert host["cap_drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("privileged", True),
+        ("pid_mode", "host"),
+        ("ipc_mode", "host"),
+        ("cap_add", ["SYS_ADMIN"]),
+        ("devices", ["/dev/sda:/dev/sda"]),
+        ("binds", {"/": {"bind": "/host"}}),
+        ("security_opt", []),
+        ("userns_mode", "host"),
+        ("network_mode", "bridge"),
+    ],
+)
+def test_extra_host_config_cannot_undo_isolation(key, value):
+    with pytest.raises(SpecError, match=f"may not set {key}"):
+        build_container_spec(spec(extra_host_config={key: value}))
+
+
+def test_extra_create_kwargs_merge_without_overriding_ds01():
+    create, _ = build_container_spec(
+        spec(
+            extra_create_kwargs={
+                "environment": {"TZ": "UTC", "HOME": "/root"},
+                "labels": {"ds01.user": "x", "team": "nlp"},
+                "hostname": "lab",
+            }
+        )
+    )
+    assert create["environment"]["TZ"] == "UTC" and create["environment"]["HOME"] == "/home/alice"
+    assert create["labels"]["team"] == "nlp" and create["labels"]["ds01.user"] == "alice"
+    assert create["hostname"] == "lab"
+
+
+@pytest.mark.parametrize("key", ["user", "name", "command", "volumes"])
+def test_extra_create_kwargs_cannot_change_identity(key):
+    with pytest.raises(SpecError, match=f"may not set {key}"):
+        build_container_spec(spec(extra_create_kwargs={key: "x"}))

@@ -39,8 +39,9 @@ def test_a_dead_server_fails_fast_with_its_output():
         raise ServerExited(3, "Traceback: boom")
 
     with pytest.raises(ServerExited) as e:
-        asyncio.run(wait_until_listening("127.0.0.1", free_port(), dead, timeout=30,
-                                         alive_every=0.05))
+        asyncio.run(
+            wait_until_listening("127.0.0.1", free_port(), dead, timeout=30, alive_every=0.05)
+        )
     assert e.value.exit_code == 3 and "boom" in e.value.output_tail
 
 
