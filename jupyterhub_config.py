@@ -45,6 +45,8 @@ c.Authenticator.admin_users = {"admin"}
 
 # ---- servers: one named server per project ----
 c.JupyterHub.allow_named_servers = True
+# After login, land on the home page (the project list) instead of starting the default server.
+c.JupyterHub.default_url = "/hub/home"
 c.JupyterHub.named_server_limit_per_user = 0  # PRODUCTION: limits come from the DS01 limits file
 # Servers keep running across hub restarts; the spawner finds them again from its state.
 c.JupyterHub.cleanup_servers = False

@@ -30,7 +30,6 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,7 +46,7 @@ import docker  # noqa: E402
 import requests  # noqa: E402
 
 from benchmarks.plain_spawner import free_loopback_port  # noqa: E402
-from tests.integration.hub import Hub, wait_for  # noqa: E402
+from tests.integration.hub import Hub  # noqa: E402
 
 IMAGE = "ds01/base:latest"
 PREFIX = "ds01bench"  # every container this script makes starts with this
@@ -80,29 +79,14 @@ class BenchHub(Hub):
     def __init__(self, state_dir: Path, variant: str, debug: bool) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         extra = {"DS01_BENCH_VARIANT": variant, "DS01_BENCH_DEBUG": "1" if debug else ""}
-        super().__init__(state_dir, PREFIX, extra_env=extra)
+        super().__init__(state_dir, PREFIX, extra_env=extra, config=BENCH_CONFIG)
         self.variant = variant
 
     def start(self, timeout: float = 90) -> BenchHub:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyterhub", "-f", str(BENCH_CONFIG)],
-                cwd=self.state_dir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        def up():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
-            return self.session.get(f"{self.url}/hub/api/", timeout=2).status_code == 200
-
         try:
-            wait_for(up, timeout, f"the {self.variant} hub to answer")
-        except TimeoutError as e:
-            raise RuntimeError(f"{e}\n{self.log_tail()}") from e
+            super().start(timeout)
+        except (TimeoutError, AssertionError) as e:
+            raise RuntimeError(f"the {self.variant} hub did not start: {e}") from e
         return self
 
 

@@ -58,8 +58,11 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
 
 
 class Hub:
-    def __init__(self, state_dir: Path, prefix: str, extra_env: dict | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, prefix: str, extra_env: dict | None = None, config: Path = CONFIG
+    ) -> None:
         self.state_dir = state_dir
+        self.config = config
         self.port = free_port_block()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
@@ -87,7 +90,7 @@ class Hub:
     def start(self, timeout: float = 60) -> Hub:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)],
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.config)],
             cwd=self.state_dir,
             env=self.env,
             stdout=log,
