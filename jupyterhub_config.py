@@ -61,5 +61,24 @@ c.DS01Spawner.workspace_root = os.environ.get(
 c.DS01Spawner.image = "ds01/base:latest"
 c.DS01Spawner.network_name = "host"  # one loopback port per server; see docs/admin-guide.md
 c.DS01Spawner.stop_grace_seconds = 30
+
+# ---- GPUs ----
+# With an NVIDIA driver, the real GPUs and MIG instances (NVML). Without one (the demo machine),
+# a simulated server of 4 GPUs, one split into MIG slices; everything shown says "simulated".
+# PRODUCTION: c.DS01Spawner.gpu_inventory = "nvml" (the hub then refuses GPU launches with a
+# clear message while NVML fails, instead of silently running without GPUs).
+if os.path.exists("/proc/driver/nvidia/version"):
+    c.DS01Spawner.gpu_inventory = "nvml"
+else:
+    c.DS01Spawner.gpu_inventory = "simulated"
+    c.DS01Spawner.simulated_gpus = [
+        {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960},
+        {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960},
+        {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960},
+        {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960,
+         "mig_profiles": ["3g.20gb", "2g.10gb", "2g.10gb"]},
+    ]
+    c.DS01Spawner.simulated_gpu_state_file = os.path.join(state_dir, "simulated-gpus.json")
+c.DS01Spawner.default_gpus = 1
 if os.environ.get("DS01_DOCKER_HOST"):
     c.DS01Spawner.client_kwargs = {"base_url": os.environ["DS01_DOCKER_HOST"]}

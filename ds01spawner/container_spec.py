@@ -90,6 +90,9 @@ class ServerSpec:
     cpu_limit: float | None = None
     extra_binds: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     extra_labels: Mapping[str, str] = field(default_factory=dict)
+    gpu_uuids: Sequence[str] = ()  # devices assigned to this server (GPU-... / MIG-...)
+    gpu_equivalents: float = 0.0
+    gpu_runtime: bool = True  # False with the simulated inventory: no DeviceRequest
     extra_host_config: Mapping[str, object] = field(default_factory=dict)
     extra_create_kwargs: Mapping[str, object] = field(default_factory=dict)
 
@@ -102,6 +105,8 @@ def labels_for(spec: ServerSpec) -> dict[str, str]:
         f"{LABEL_PREFIX}.project": spec.project,
         f"{LABEL_PREFIX}.server": spec.server_name,
         f"{LABEL_PREFIX}.created": spec.created_at.isoformat(timespec="seconds"),
+        f"{LABEL_PREFIX}.gpus": ",".join(spec.gpu_uuids),
+        f"{LABEL_PREFIX}.gpu_equivalents": f"{spec.gpu_equivalents:g}",
     }
     for key, value in spec.extra_labels.items():
         labels.setdefault(key, value)
@@ -140,6 +145,9 @@ def build_container_spec(spec: ServerSpec) -> tuple[dict, dict]:
             "DS01_WORKSPACE": WORKSPACE_MOUNT,
             "JUPYTERHUB_ROOT_DIR": WORKSPACE_MOUNT,
             "SHELL": "/bin/bash",
+            # "void" hides every GPU even where the image or the runtime default says "all".
+            "NVIDIA_VISIBLE_DEVICES": ",".join(spec.gpu_uuids) or "void",
+            "CUDA_VISIBLE_DEVICES": ",".join(spec.gpu_uuids),
         }
     )
 
@@ -151,6 +159,10 @@ def build_container_spec(spec: ServerSpec) -> tuple[dict, dict]:
         "init": True,
         "auto_remove": False,  # removed by the spawner, after its exit is logged
     }
+    if spec.gpu_uuids and spec.gpu_runtime:
+        host_config["device_requests"] = [
+            {"driver": "nvidia", "device_ids": list(spec.gpu_uuids), "capabilities": [["gpu"]]}
+        ]
     if spec.cap_add:
         host_config["cap_add"] = list(spec.cap_add)
     if spec.supplementary_gids:

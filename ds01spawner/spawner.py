@@ -8,16 +8,22 @@ modules: ``names`` (project names, container names), ``workspace`` (paths and co
 from __future__ import annotations
 
 import asyncio
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import docker
 import requests
 from dockerspawner import DockerSpawner
+from jupyterhub import orm
 from tornado import web
-from traitlets import Bool, Int, List, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Unicode, default, validate
 
 from .container_spec import HOST_NETWORK, ServerSpec, SpecError, build_container_spec
+from .gpus import InventoryError
+from .gpus.allocator import GpuRequest, NoFit, RequestError, equivalents
+from .gpus.broker import GpuBroker, broker_for
+from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
 from .names import container_name, oauth_client_id, path_safe_username, project_name_problem
 from .ports import PortPool
@@ -26,6 +32,15 @@ from .readiness import ServerExited, wait_until_listening
 from .workspace import WorkspaceError, prepare_workspace
 
 DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+GPU_INVENTORY_DOWN_MESSAGE = (
+    "GPUs cannot be assigned on this server right now, so your server could not start. "
+    "Your files are safe. Launch without a GPU ('gpus': 0), or tell an admin."
+)
+
+# Containers created before this hub process started and unknown to its database are orphans
+# of a hub that died mid-spawn; they are removed at the first allocation (see _sweep_orphans).
+_PROCESS_STARTED = datetime.now(timezone.utc)
 
 ENGINE_DOWN_MESSAGE = (
     "The container engine on this server is not answering, so your server could not start. "
@@ -140,6 +155,59 @@ class DS01Spawner(DockerSpawner):
         """,
     ).tag(config=True)
 
+    gpu_inventory = CaselessStrEnum(
+        ["auto", "nvml", "simulated", "none"],
+        default_value="auto",
+        help="""Where the GPUs to assign come from.
+
+        ``"nvml"``: the NVIDIA driver through NVML (nvidia-ml-py); every full GPU and every MIG
+        instance is a device. ``"simulated"``: the devices of ``simulated_gpus``, for machines
+        without NVIDIA hardware (demo, tests). ``"none"``: no GPUs. ``"auto"``: NVML when the
+        driver loads, else none; the hub log says which.
+        Default: ``"auto"``. Example: ``c.DS01Spawner.gpu_inventory = "nvml"``.
+        """,
+    ).tag(config=True)
+
+    simulated_gpus = List(
+        Dict(),
+        help="""The devices of the simulated inventory (``gpu_inventory = "simulated"``).
+
+        A GPU with ``mig_profiles`` is split into those MIG instances.
+        Default: ``[]``. Example: ``c.DS01Spawner.simulated_gpus = [{"name":
+        "NVIDIA A100-SXM4-40GB", "memory_mib": 40960}, {"name": "NVIDIA A100-SXM4-40GB",
+        "memory_mib": 40960, "mig_profiles": ["3g.20gb", "2g.10gb", "2g.10gb"]}]``.
+        """,
+    ).tag(config=True)
+
+    simulated_gpu_state_file = Unicode(
+        "",
+        help="""JSON file with live utilization, memory use, processes and 'lost' flags of
+        simulated devices, re-read at every use (see docs/gpus.md).
+
+        Default: ``""`` (all simulated devices idle). Example:
+        ``c.DS01Spawner.simulated_gpu_state_file = "/srv/ds01/simulated-gpus.json"``.
+        """,
+    ).tag(config=True)
+
+    default_gpus = Int(
+        1,
+        min=0,
+        help="""GPUs a launch gets when ``user_options`` has no ``gpus``.
+
+        On a server whose inventory has no devices the default is 0. ``0`` means no GPU.
+        Default: ``1``. Example: ``c.DS01Spawner.default_gpus = 0``.
+        """,
+    ).tag(config=True)
+
+    gpus_busy_outside_ds01 = Bool(
+        True,
+        help="""Count a device as busy while processes that belong to no DS01 container use it
+        (someone running CUDA directly on the host).
+
+        Default: ``True``. Example: ``c.DS01Spawner.gpus_busy_outside_ds01 = False``.
+        """,
+    ).tag(config=True)
+
     @default("image")
     def _default_image(self) -> str:
         return "ds01/base:latest"
@@ -174,6 +242,15 @@ class DS01Spawner(DockerSpawner):
 
     _executor = None
     _port_pool = PortPool()
+    _orphans_swept = False
+    _alloc_lock: asyncio.Lock | None = None
+
+    @classmethod
+    def _allocation_lock(cls) -> asyncio.Lock:
+        """One lock for the hub: choose devices and create the container, nothing else."""
+        if DS01Spawner._alloc_lock is None:
+            DS01Spawner._alloc_lock = asyncio.Lock()
+        return DS01Spawner._alloc_lock
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -188,10 +265,12 @@ class DS01Spawner(DockerSpawner):
 
     project = Unicode("", help="Project of this server (set at start, kept in the state).")
 
+    gpu_uuids = List(Unicode(), help="Devices held by this server (kept in the state).")
+
     def get_state(self) -> dict:
         state = super().get_state()
         if self.object_id:
-            state["ds01"] = {"project": self.project, "port": self.port}
+            state["ds01"] = {"project": self.project, "port": self.port, "gpus": self.gpu_uuids}
         return state
 
     def load_state(self, state: dict) -> None:
@@ -199,6 +278,7 @@ class DS01Spawner(DockerSpawner):
         ds01 = state.get("ds01") or {}
         if ds01.get("project"):
             self.project = ds01["project"]
+        self.gpu_uuids = list(ds01.get("gpus") or [])
         if ds01.get("port") and self.network_name == HOST_NETWORK:
             self.port = int(ds01["port"])
             self._port_pool.claim(self.port)
@@ -206,6 +286,7 @@ class DS01Spawner(DockerSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self.project = ""
+        self.gpu_uuids = []
 
     @default("prefix")
     def _default_prefix(self) -> str:
@@ -258,6 +339,106 @@ class DS01Spawner(DockerSpawner):
             self.log.error("Refused to start a server for user=%s: %s", self.user.name, e)
             raise user_error(403, str(e)) from e
 
+    def _broker(self) -> GpuBroker:
+        return broker_for(
+            self.gpu_inventory,
+            self.simulated_gpus,
+            self.simulated_gpu_state_file,
+            self.gpus_busy_outside_ds01,
+            self.log,
+        )
+
+    async def _parse_gpu_request(self) -> tuple[GpuBroker | None, GpuRequest]:
+        options = self.user_options or {}
+        try:
+            broker = self._broker()
+        except InventoryError as e:
+            if str(options.get("gpus", "")).strip() == "0":
+                return None, GpuRequest()
+            self.log.error(
+                "GPU inventory %r unavailable for user=%s: %s",
+                self.gpu_inventory,
+                self.user.name,
+                e,
+            )
+            raise user_error(503, GPU_INVENTORY_DOWN_MESSAGE) from e
+        try:
+            return broker, await broker.parse(options, self.default_gpus)
+        except RequestError as e:
+            self.log.warning("Refused GPU request of user=%s: %s", self.user.name, e)
+            raise user_error(400, str(e)) from e
+
+    async def _ds01_containers(self) -> list[dict]:
+        """This hub's DS01 containers, in any state (docker ps -a, filtered by label and name)."""
+        filters = {"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"}
+        return await self.docker("containers", all=True, filters=filters)
+
+    def _known_container_ids(self) -> set[str]:
+        ids = set()
+        for orm_spawner in self.user.db.query(orm.Spawner).all():
+            object_id = (orm_spawner.state or {}).get("object_id")
+            if object_id:
+                ids.add(object_id)
+        return ids
+
+    async def _sweep_orphans(self, containers: list[dict]) -> list[dict]:
+        """Remove containers left by a hub that died mid-spawn; return the others.
+
+        An orphan was created before this hub process started and no server in the hub's
+        database refers to it, so nobody can reach or retire it, and it would hold its GPUs.
+        """
+        known = self._known_container_ids()
+        started = _PROCESS_STARTED.timestamp()
+        kept = []
+        for c in containers:
+            if c["Id"] in known or c.get("Created", 0) >= started:
+                kept.append(c)
+                continue
+            labels = c.get("Labels") or {}
+            self.log.warning(
+                "Removing orphan container %s (user=%s project=%s gpus=%s): no server of this "
+                "hub refers to it (a hub stopped while it was starting)",
+                c["Names"][0].lstrip("/"),
+                labels.get("ds01.user"),
+                labels.get("ds01.project"),
+                labels.get("ds01.gpus") or "-",
+            )
+            try:
+                await self.docker("remove_container", c["Id"], v=True, force=True)
+            except DOCKER_ERRORS as e:
+                self.log.error("Could not remove orphan container %s: %s", c["Id"][:12], e)
+                kept.append(c)
+        return kept
+
+    async def _assign_gpus(self, containers: list[dict]) -> list[Device]:
+        broker, request = self._gpu_broker, self._gpu_request
+        if broker is None or not request.wants_gpu:
+            return []
+        try:
+            devices = await broker.choose(request, containers)
+        except NoFit as e:
+            self.log.warning(
+                "No GPU for user=%s project=%s (asked %s %s): %s",
+                self.user.name,
+                self.project,
+                request.count,
+                request.gpu_type,
+                e,
+            )
+            raise user_error(429, str(e)) from e
+        self.gpu_uuids = [d.uuid for d in devices]
+        what = "simulated GPU" if broker.simulated else "GPU"
+        shown = ", ".join(f"{d.index} ({d.mig_profile or d.name})" for d in devices)
+        self.log.info(
+            "Assigned %s %s to user=%s project=%s",
+            what,
+            ", ".join(self.gpu_uuids),
+            self.user.name,
+            self.project,
+        )
+        self.progress_log.emit(35, f"Assigned {what} {shown}")
+        return devices
+
     # ---- lifecycle ----------------------------------------------------------------------------
 
     @property
@@ -275,6 +456,7 @@ class DS01Spawner(DockerSpawner):
         project = self.requested_project()
         self._check_project_free(project)
         ident = self._identity()
+        self._gpu_broker, self._gpu_request = await self._parse_gpu_request()
         self.project = project
         self.progress_log.emit(10, f"Preparing workspace for project {project}")
         try:
@@ -347,25 +529,34 @@ class DS01Spawner(DockerSpawner):
             raise
         self.progress_log.emit(90, "JupyterLab is listening; connecting you")
         self.log.info(
-            "Started server user=%s project=%s server=%s container=%s port=%s",
+            "Started server user=%s project=%s server=%s container=%s port=%s gpus=%s",
             self.user.name,
             project,
             self.name or "(default)",
             self.object_id[:12],
             port,
+            ",".join(self.gpu_uuids) or "-",
         )
         return ip, port
 
     async def _cleanup_failed_start(self) -> None:
-        """Leave nothing behind after a failed start: no container, no reserved port."""
-        if self.object_id:
-            try:
-                await self.docker("remove_container", self.object_id, v=True, force=True)
-            except DOCKER_ERRORS as e:
-                self.log.warning(
-                    "Could not remove container %s after a failed start: %s", self.object_name, e
-                )
-            self.object_id = ""
+        """Leave nothing behind after a failed start: no container (so no GPU), no port.
+
+        The container is removed by name too: a create that failed on the way back may still
+        have made it.
+        """
+        try:
+            await self.docker(
+                "remove_container", self.object_id or self.object_name, v=True, force=True
+            )
+        except docker.errors.NotFound:
+            pass
+        except DOCKER_ERRORS as e:
+            self.log.warning(
+                "Could not remove container %s after a failed start: %s", self.object_name, e
+            )
+        self.object_id = ""
+        self.gpu_uuids = []
         if self.network_name == HOST_NETWORK:
             self._port_pool.release(self.port)
 
@@ -395,6 +586,17 @@ class DS01Spawner(DockerSpawner):
             pass
 
     async def create_object(self) -> dict:
+        async with self._allocation_lock():
+            containers = await self._ds01_containers()
+            if not DS01Spawner._orphans_swept:
+                containers = await self._sweep_orphans(containers)
+                DS01Spawner._orphans_swept = True
+            devices = await self._assign_gpus(containers)
+            obj = await self._create_container(devices)
+        self.progress_log.emit(60, "Starting the container")
+        return obj
+
+    async def _create_container(self, devices: list[Device]) -> dict:
         self.progress_log.emit(40, "Creating a fresh container")
         ident: Identity = self._identity_used
         spec = ServerSpec(
@@ -423,12 +625,13 @@ class DS01Spawner(DockerSpawner):
             extra_binds=self.volume_binds,
             extra_host_config=self._eval_if_callable(self.extra_host_config) or {},
             extra_create_kwargs=self._eval_if_callable(self.extra_create_kwargs) or {},
+            gpu_uuids=[d.uuid for d in devices],
+            gpu_equivalents=equivalents(devices),
+            gpu_runtime=not (self._gpu_broker and self._gpu_broker.simulated),
         )
         create_kwargs, host_config_kwargs = build_container_spec(spec)
         host_config = await self.docker("create_host_config", **host_config_kwargs)
-        obj = await self.docker("create_container", host_config=host_config, **create_kwargs)
-        self.progress_log.emit(60, "Starting the container")
-        return obj
+        return await self.docker("create_container", host_config=host_config, **create_kwargs)
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         if self.network_name == HOST_NETWORK:

@@ -1,6 +1,7 @@
 # Test hub: the top-level jupyterhub_config.py as shipped, plus one service with an API token that
 # the tests use to create users, tokens and servers. Ports and folders come from the environment
 # (see the top of jupyterhub_config.py), set by tests/integration/hub.py.
+import json
 import os
 
 c = get_config()  # noqa: F821
@@ -18,10 +19,15 @@ c.JupyterHub.load_roles = [
 c.DS01Spawner.prefix = os.environ.get("DS01_TEST_PREFIX", "ds01test")
 c.DS01Spawner.stop_grace_seconds = int(os.environ.get("DS01_TEST_GRACE", "2"))
 c.JupyterHub.log_level = "DEBUG" if os.environ.get("DS01_TEST_DEBUG") else "INFO"
+# GPUs: simulated (also on hosts with a driver), 4 whole GPUs unless a test asks for others; a
+# launch gets no GPU unless it asks or the test sets a default.
+A100 = {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960}
+c.DS01Spawner.gpu_inventory = "simulated"
+c.DS01Spawner.simulated_gpus = json.loads(os.environ.get("DS01_TEST_GPUS", "null")) or [A100] * 4
+c.DS01Spawner.simulated_gpu_state_file = os.path.join(os.environ["DS01_STATE_DIR"], "gpus.json")
+c.DS01Spawner.default_gpus = int(os.environ.get("DS01_TEST_DEFAULT_GPUS", "0"))
 # Poll servers often so that a killed container is noticed within seconds.
 c.Spawner.poll_interval = 2
 # A command that fails on purpose, for the crash-while-starting test.
 if os.environ.get("DS01_TEST_CMD"):
-    import json
-
     c.DS01Spawner.cmd = json.loads(os.environ["DS01_TEST_CMD"])

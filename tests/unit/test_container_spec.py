@@ -50,6 +50,8 @@ def test_host_network_spec_as_dicts():
             "DS01_WORKSPACE": "/workspace",
             "JUPYTERHUB_ROOT_DIR": "/workspace",
             "SHELL": "/bin/bash",
+            "NVIDIA_VISIBLE_DEVICES": "void",
+            "CUDA_VISIBLE_DEVICES": "",
         },
         "user": "1000:100",
         "working_dir": "/workspace",
@@ -59,6 +61,8 @@ def test_host_network_spec_as_dicts():
             "ds01.project": "my-thesis",
             "ds01.server": "my-thesis",
             "ds01.created": "2026-11-28T12:00:00+00:00",
+            "ds01.gpus": "",
+            "ds01.gpu_equivalents": "0",
         },
         "volumes": ["/workspace"],
         "stop_signal": "SIGTERM",
@@ -166,3 +170,28 @@ def test_extra_create_kwargs_merge_without_overriding_ds01():
 def test_extra_create_kwargs_cannot_change_identity(key):
     with pytest.raises(SpecError, match=f"may not set {key}"):
         build_container_spec(spec(extra_create_kwargs={key: "x"}))
+
+
+def test_gpus_become_a_device_request_env_and_labels():
+    create, host = build_container_spec(spec(gpu_uuids=("GPU-1", "MIG-2"), gpu_equivalents=1.4286))
+    assert host["device_requests"] == [
+        {"driver": "nvidia", "device_ids": ["GPU-1", "MIG-2"], "capabilities": [["gpu"]]}
+    ]
+    assert create["environment"]["NVIDIA_VISIBLE_DEVICES"] == "GPU-1,MIG-2"
+    assert create["environment"]["CUDA_VISIBLE_DEVICES"] == "GPU-1,MIG-2"
+    assert create["labels"]["ds01.gpus"] == "GPU-1,MIG-2"
+    assert create["labels"]["ds01.gpu_equivalents"] == "1.4286"
+
+
+def test_simulated_gpus_set_env_and_labels_but_no_device_request():
+    create, host = build_container_spec(spec(gpu_uuids=("GPU-1",), gpu_runtime=False))
+    assert "device_requests" not in host
+    assert create["environment"]["NVIDIA_VISIBLE_DEVICES"] == "GPU-1"
+    assert create["labels"]["ds01.gpus"] == "GPU-1"
+
+
+def test_gpu_env_cannot_be_overridden_by_admin_extras():
+    create, _ = build_container_spec(
+        spec(extra_create_kwargs={"environment": {"NVIDIA_VISIBLE_DEVICES": "all"}})
+    )
+    assert create["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"

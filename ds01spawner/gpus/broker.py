@@ -1,0 +1,70 @@
+"""The hub-wide GPU broker: one inventory, and the choice of devices from the current table.
+
+The spawner makes allocation and container creation one atomic step for the whole hub: under
+its allocation lock it lists the DS01 containers, asks the broker to choose, and creates its
+container (with the devices in its ``ds01.gpus`` label) before it lets go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from logging import Logger
+
+from .allocator import GpuRequest, busy_outside, choose, parse_request
+from .factory import make_inventory
+from .model import Device, Inventory
+from .table import Holder, holders
+
+
+class GpuBroker:
+    def __init__(self, inventory: Inventory, respect_foreign: bool, log: Logger) -> None:
+        self.inventory = inventory
+        self.respect_foreign = respect_foreign
+        self.log = log
+
+    @property
+    def simulated(self) -> bool:
+        return self.inventory.kind == "simulated"
+
+    async def devices(self) -> list[Device]:
+        return await asyncio.to_thread(self.inventory.devices)
+
+    async def parse(self, options: Mapping, default_count: int) -> GpuRequest:
+        """user_options -> GpuRequest (allocator.RequestError for the user, HTTP 400)."""
+        return parse_request(options, default_count, await self.devices())
+
+    async def choose(self, request: GpuRequest, containers: list[dict]) -> list[Device]:
+        """Free devices for ``request`` given the current containers (call under the lock).
+
+        Raises allocator.NoFit (HTTP 429) when nothing fits.
+        """
+        if not request.wants_gpu:
+            return []
+        devices = await self.devices()
+        held: dict[str, Holder] = holders(containers)
+        taken = set(held)
+        if self.respect_foreign:
+            usage = await asyncio.to_thread(self.inventory.usage)
+            foreign = busy_outside(usage, held)
+            if foreign:
+                self.log.info(
+                    "GPUs busy with processes outside DS01: %s", ", ".join(sorted(foreign))
+                )
+            taken |= foreign
+        return choose(request, devices, taken, simulated=self.simulated)
+
+
+_brokers: dict[str, GpuBroker] = {}
+
+
+def broker_for(
+    kind: str, simulated_gpus: list, state_file: str, respect_foreign: bool, log: Logger
+) -> GpuBroker:
+    """The hub's broker for this configuration (made once; InventoryError when it cannot be)."""
+    key = json.dumps([kind, simulated_gpus, state_file, respect_foreign], sort_keys=True)
+    if key not in _brokers:
+        inventory = make_inventory(kind, simulated_gpus, state_file or None, log)
+        _brokers[key] = GpuBroker(inventory, respect_foreign, log)
+    return _brokers[key]
