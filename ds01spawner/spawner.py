@@ -2,60 +2,34 @@
 
 This class holds the traits and orchestrates start/stop/poll/progress. The decisions live in small
 modules: ``names`` (project names, container names), ``workspace`` (paths and confinement),
-``identity`` (uid:gid), ``container_spec`` (the container as dicts) and ``ports``.
+``identity`` (uid:gid), ``container_spec`` (the container as dicts), ``ports``, ``gpus`` (inventory,
+allocator, label table) and ``spawner_gpus`` (the GPU steps of a spawn).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import docker
-import requests
 from dockerspawner import DockerSpawner
-from jupyterhub import orm
-from tornado import web
 from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Unicode, default, validate
 
 from .container_spec import HOST_NETWORK, ServerSpec, SpecError, build_container_spec
-from .gpus import InventoryError
-from .gpus.allocator import GpuRequest, NoFit, RequestError, equivalents
-from .gpus.broker import GpuBroker, broker_for
+from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
+from .gpus.allocator import equivalents
 from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
 from .names import container_name, oauth_client_id, path_safe_username, project_name_problem
 from .ports import PortPool
 from .progress import ProgressLog
 from .readiness import ServerExited, wait_until_listening
+from .spawner_gpus import GpuSteps
 from .workspace import WorkspaceError, prepare_workspace
 
-DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
-GPU_INVENTORY_DOWN_MESSAGE = (
-    "GPUs cannot be assigned on this server right now, so your server could not start. "
-    "Your files are safe. Launch without a GPU ('gpus': 0), or tell an admin."
-)
-
-# Containers created before this hub process started and unknown to its database are orphans
-# of a hub that died mid-spawn; they are removed at the first allocation (see _sweep_orphans).
-_PROCESS_STARTED = datetime.now(timezone.utc)
-
-ENGINE_DOWN_MESSAGE = (
-    "The container engine on this server is not answering, so your server could not start. "
-    "Your files are safe. Please try again in a few minutes; if it keeps happening, tell an admin."
-)
-
-
-def user_error(status: int, message: str) -> web.HTTPError:
-    """An HTTP error whose message JupyterHub shows to the user as it is."""
-    err = web.HTTPError(status, log_message=message.replace("%", "%%"))
-    err.jupyterhub_message = message
-    return err
-
-
-class DS01Spawner(DockerSpawner):
+class DS01Spawner(GpuSteps, DockerSpawner):
     """Spawn each project of a user as a named server in a fresh, temporary container.
 
     The project folder ``<workspace_root>/<project>`` is mounted at ``/workspace``; everything
@@ -242,15 +216,6 @@ class DS01Spawner(DockerSpawner):
 
     _executor = None
     _port_pool = PortPool()
-    _orphans_swept = False
-    _alloc_lock: asyncio.Lock | None = None
-
-    @classmethod
-    def _allocation_lock(cls) -> asyncio.Lock:
-        """One lock for the hub: choose devices and create the container, nothing else."""
-        if DS01Spawner._alloc_lock is None:
-            DS01Spawner._alloc_lock = asyncio.Lock()
-        return DS01Spawner._alloc_lock
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -338,106 +303,6 @@ class DS01Spawner(DockerSpawner):
         except IdentityError as e:
             self.log.error("Refused to start a server for user=%s: %s", self.user.name, e)
             raise user_error(403, str(e)) from e
-
-    def _broker(self) -> GpuBroker:
-        return broker_for(
-            self.gpu_inventory,
-            self.simulated_gpus,
-            self.simulated_gpu_state_file,
-            self.gpus_busy_outside_ds01,
-            self.log,
-        )
-
-    async def _parse_gpu_request(self) -> tuple[GpuBroker | None, GpuRequest]:
-        options = self.user_options or {}
-        try:
-            broker = self._broker()
-        except InventoryError as e:
-            if str(options.get("gpus", "")).strip() == "0":
-                return None, GpuRequest()
-            self.log.error(
-                "GPU inventory %r unavailable for user=%s: %s",
-                self.gpu_inventory,
-                self.user.name,
-                e,
-            )
-            raise user_error(503, GPU_INVENTORY_DOWN_MESSAGE) from e
-        try:
-            return broker, await broker.parse(options, self.default_gpus)
-        except RequestError as e:
-            self.log.warning("Refused GPU request of user=%s: %s", self.user.name, e)
-            raise user_error(400, str(e)) from e
-
-    async def _ds01_containers(self) -> list[dict]:
-        """This hub's DS01 containers, in any state (docker ps -a, filtered by label and name)."""
-        filters = {"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"}
-        return await self.docker("containers", all=True, filters=filters)
-
-    def _known_container_ids(self) -> set[str]:
-        ids = set()
-        for orm_spawner in self.user.db.query(orm.Spawner).all():
-            object_id = (orm_spawner.state or {}).get("object_id")
-            if object_id:
-                ids.add(object_id)
-        return ids
-
-    async def _sweep_orphans(self, containers: list[dict]) -> list[dict]:
-        """Remove containers left by a hub that died mid-spawn; return the others.
-
-        An orphan was created before this hub process started and no server in the hub's
-        database refers to it, so nobody can reach or retire it, and it would hold its GPUs.
-        """
-        known = self._known_container_ids()
-        started = _PROCESS_STARTED.timestamp()
-        kept = []
-        for c in containers:
-            if c["Id"] in known or c.get("Created", 0) >= started:
-                kept.append(c)
-                continue
-            labels = c.get("Labels") or {}
-            self.log.warning(
-                "Removing orphan container %s (user=%s project=%s gpus=%s): no server of this "
-                "hub refers to it (a hub stopped while it was starting)",
-                c["Names"][0].lstrip("/"),
-                labels.get("ds01.user"),
-                labels.get("ds01.project"),
-                labels.get("ds01.gpus") or "-",
-            )
-            try:
-                await self.docker("remove_container", c["Id"], v=True, force=True)
-            except DOCKER_ERRORS as e:
-                self.log.error("Could not remove orphan container %s: %s", c["Id"][:12], e)
-                kept.append(c)
-        return kept
-
-    async def _assign_gpus(self, containers: list[dict]) -> list[Device]:
-        broker, request = self._gpu_broker, self._gpu_request
-        if broker is None or not request.wants_gpu:
-            return []
-        try:
-            devices = await broker.choose(request, containers)
-        except NoFit as e:
-            self.log.warning(
-                "No GPU for user=%s project=%s (asked %s %s): %s",
-                self.user.name,
-                self.project,
-                request.count,
-                request.gpu_type,
-                e,
-            )
-            raise user_error(429, str(e)) from e
-        self.gpu_uuids = [d.uuid for d in devices]
-        what = "simulated GPU" if broker.simulated else "GPU"
-        shown = ", ".join(f"{d.index} ({d.mig_profile or d.name})" for d in devices)
-        self.log.info(
-            "Assigned %s %s to user=%s project=%s",
-            what,
-            ", ".join(self.gpu_uuids),
-            self.user.name,
-            self.project,
-        )
-        self.progress_log.emit(35, f"Assigned {what} {shown}")
-        return devices
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -586,13 +451,7 @@ class DS01Spawner(DockerSpawner):
             pass
 
     async def create_object(self) -> dict:
-        async with self._allocation_lock():
-            containers = await self._ds01_containers()
-            if not DS01Spawner._orphans_swept:
-                containers = await self._sweep_orphans(containers)
-                DS01Spawner._orphans_swept = True
-            devices = await self._assign_gpus(containers)
-            obj = await self._create_container(devices)
+        obj = await self.allocate_and_create(self._create_container)
         self.progress_log.emit(60, "Starting the container")
         return obj
 

@@ -54,22 +54,34 @@ def test_leftover_container_with_the_same_name_is_replaced(hub, docker_client):
 @pytest.fixture(scope="module")
 def broken_hub(hub_factory):
     cmd = ["sh", "-c", "echo boom-marker-output >&2; exit 3"]
-    return hub_factory({"DS01_TEST_CMD": json.dumps(cmd)})
+    one_gpu = [{"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960}]
+    return hub_factory(
+        {
+            "DS01_TEST_CMD": json.dumps(cmd),
+            "DS01_TEST_GPUS": json.dumps(one_gpu),
+            "DS01_TEST_DEFAULT_GPUS": "1",
+        }
+    )
+
+
+def crash_message(hub, user, server) -> str:
+    r = hub.request_server(user, server)
+    if r.status_code == 202:  # slower than slow_spawn_timeout: read the outcome from progress
+        last = hub.follow_progress(user, server)
+        assert last.get("failed"), last
+        return last["message"]
+    assert r.status_code == 500, r.text
+    return r.json()["message"]
 
 
 def test_server_crashing_while_starting_fails_fast_with_its_output(broken_hub, docker_client):
     hub = broken_hub
     marker = put_marker(hub, "carol", "crashy")
-    r = hub.request_server("carol", "crashy")
-    if r.status_code == 202:  # slower than slow_spawn_timeout: read the outcome from progress
-        last = hub.follow_progress("carol", "crashy")
-        assert last.get("failed"), last
-        message = last["message"]
-    else:
-        assert r.status_code == 500, r.text
-        message = r.json()["message"]
+    message = crash_message(hub, "carol", "crashy")
     assert "stopped while starting (exit code 3)" in message
     assert "boom-marker-output" in message and "files are safe" in message
     assert ds01_containers(docker_client, hub.prefix, user="carol") == []
     assert marker.read_text() == "keep me"
     wait_for(lambda: hub.server_model("carol", "crashy") is None, 30, "the failed server cleared")
+    # the only GPU went back with the container: the next launch gets it (and crashes), no 429
+    assert "stopped while starting" in crash_message(hub, "dave", "crashy")

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from ds01spawner.container_spec import ServerSpec, build_container_spec
-from ds01spawner.gpus.simulated import SimulatedInventory
+from ds01spawner.gpus.simulated import SimulatedInventory, write_state
 
 from .hub import ds01_containers, wait_for
 
@@ -195,3 +195,20 @@ def test_orphan_of_a_hub_that_died_mid_spawn_does_not_keep_its_gpu(hub_factory, 
     assert ghost["Id"] not in [c.id for c in ds01_containers(docker_client, hub.prefix)]
     assert "Removing orphan container" in hub.log_tail(300)
     hub.stop_server("alice", "real")
+
+
+def test_a_device_busy_outside_ds01_is_not_handed_out(hub_factory, docker_client):
+    spec = [A100, A100]
+    hub = gpu_hub(hub_factory, spec)
+    first, second = uuids_of(spec)
+    state = hub.state_dir / "gpus.json"
+    write_state(state, {first: {"pids": [4242], "utilization_pct": 97}})  # CUDA on the host
+    hub.start_server("alice", "a", {"gpus": 1})
+    assert held(docker_client, hub) == {second: "alice"}
+    r = launch(hub, "bob", "b")
+    assert r.status_code == 429 and "in use" in r.json()["message"]
+    write_state(state, {first: {"pids": []}})  # the host process ended
+    hub.start_server("bob", "b2", {"gpus": 1})
+    assert held(docker_client, hub) == {second: "alice", first: "bob"}
+    hub.stop_server("alice", "a")
+    hub.stop_server("bob", "b2")

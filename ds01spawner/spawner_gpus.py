@@ -1,0 +1,147 @@
+"""GPU steps of a spawn: parse the request, sweep orphans, choose devices under the hub's lock.
+
+A mixin of DS01Spawner (it uses the spawner's traits, ``docker()`` and ``log``), kept apart so
+that spawner.py stays the orchestration of start/stop/poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime, timezone
+
+from jupyterhub import orm
+
+from .errors import DOCKER_ERRORS, GPU_INVENTORY_DOWN_MESSAGE, user_error
+from .gpus import InventoryError
+from .gpus.allocator import GpuRequest, NoFit, RequestError
+from .gpus.broker import GpuBroker, broker_for
+from .gpus.model import Device
+
+# Containers created before this hub process started and unknown to its database are orphans
+# of a hub that died mid-spawn; they are removed at the first allocation (see _sweep_orphans).
+_PROCESS_STARTED = datetime.now(timezone.utc)
+
+
+class GpuSteps:
+    """Methods DS01Spawner uses to give a server its GPUs."""
+
+    _orphans_swept = False
+    _alloc_lock: asyncio.Lock | None = None
+
+    @classmethod
+    def _allocation_lock(cls) -> asyncio.Lock:
+        """One lock for the hub: choose devices and create the container, nothing else."""
+        if GpuSteps._alloc_lock is None:
+            GpuSteps._alloc_lock = asyncio.Lock()
+        return GpuSteps._alloc_lock
+
+    def _broker(self) -> GpuBroker:
+        return broker_for(
+            self.gpu_inventory,
+            self.simulated_gpus,
+            self.simulated_gpu_state_file,
+            self.gpus_busy_outside_ds01,
+            self.log,
+        )
+
+    async def _parse_gpu_request(self) -> tuple[GpuBroker | None, GpuRequest]:
+        options = self.user_options or {}
+        try:
+            broker = self._broker()
+        except InventoryError as e:
+            if str(options.get("gpus", "")).strip() == "0":
+                return None, GpuRequest()
+            self.log.error(
+                "GPU inventory %r unavailable for user=%s: %s",
+                self.gpu_inventory,
+                self.user.name,
+                e,
+            )
+            raise user_error(503, GPU_INVENTORY_DOWN_MESSAGE) from e
+        try:
+            return broker, await broker.parse(options, self.default_gpus)
+        except RequestError as e:
+            self.log.warning("Refused GPU request of user=%s: %s", self.user.name, e)
+            raise user_error(400, str(e)) from e
+
+    async def _ds01_containers(self) -> list[dict]:
+        """This hub's DS01 containers, in any state (docker ps -a, filtered by label and name)."""
+        filters = {"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"}
+        return await self.docker("containers", all=True, filters=filters)
+
+    def _known_container_ids(self) -> set[str]:
+        ids = set()
+        for orm_spawner in self.user.db.query(orm.Spawner).all():
+            object_id = (orm_spawner.state or {}).get("object_id")
+            if object_id:
+                ids.add(object_id)
+        return ids
+
+    async def _sweep_orphans(self, containers: list[dict]) -> list[dict]:
+        """Remove containers left by a hub that died mid-spawn; return the others.
+
+        An orphan was created before this hub process started and no server in the hub's
+        database refers to it, so nobody can reach or retire it, and it would hold its GPUs.
+        """
+        known = self._known_container_ids()
+        started = _PROCESS_STARTED.timestamp()
+        kept = []
+        for c in containers:
+            if c["Id"] in known or c.get("Created", 0) >= started:
+                kept.append(c)
+                continue
+            labels = c.get("Labels") or {}
+            self.log.warning(
+                "Removing orphan container %s (user=%s project=%s gpus=%s): no server of this "
+                "hub refers to it (a hub stopped while it was starting)",
+                c["Names"][0].lstrip("/"),
+                labels.get("ds01.user"),
+                labels.get("ds01.project"),
+                labels.get("ds01.gpus") or "-",
+            )
+            try:
+                await self.docker("remove_container", c["Id"], v=True, force=True)
+            except DOCKER_ERRORS as e:
+                self.log.error("Could not remove orphan container %s: %s", c["Id"][:12], e)
+                kept.append(c)
+        return kept
+
+    async def _assign_gpus(self, containers: list[dict]) -> list[Device]:
+        broker, request = self._gpu_broker, self._gpu_request
+        if broker is None or not request.wants_gpu:
+            return []
+        try:
+            devices = await broker.choose(request, containers)
+        except NoFit as e:
+            self.log.warning(
+                "No GPU for user=%s project=%s (asked %s %s): %s",
+                self.user.name,
+                self.project,
+                request.count,
+                request.gpu_type,
+                e,
+            )
+            raise user_error(429, str(e)) from e
+        self.gpu_uuids = [d.uuid for d in devices]
+        what = "simulated GPU" if broker.simulated else "GPU"
+        shown = ", ".join(f"{d.index} ({d.mig_profile or d.name})" for d in devices)
+        self.log.info(
+            "Assigned %s %s to user=%s project=%s",
+            what,
+            ", ".join(self.gpu_uuids),
+            self.user.name,
+            self.project,
+        )
+        self.progress_log.emit(35, f"Assigned {what} {shown}")
+        return devices
+
+    async def allocate_and_create(self, create) -> dict:
+        """The hub-wide atomic step: choose devices and create the container under one lock."""
+        async with self._allocation_lock():
+            containers = await self._ds01_containers()
+            if not GpuSteps._orphans_swept:
+                containers = await self._sweep_orphans(containers)
+                GpuSteps._orphans_swept = True
+            devices = await self._assign_gpus(containers)
+            return await create(devices)
