@@ -107,12 +107,12 @@ class GpuSteps:
                 kept.append(c)
         return kept
 
-    async def _assign_gpus(self, containers: list[dict]) -> list[Device]:
+    def _assign_gpus(self, containers: list[dict], snapshot) -> list[Device]:
         broker, request = self._gpu_broker, self._gpu_request
         if broker is None or not request.wants_gpu:
             return []
         try:
-            devices = await broker.choose(request, containers)
+            devices = broker.choose(request, containers, *snapshot)
         except NoFit as e:
             self.log.warning(
                 "No GPU for user=%s project=%s (asked %s %s): %s",
@@ -137,11 +137,19 @@ class GpuSteps:
         return devices
 
     async def allocate_and_create(self, create) -> dict:
-        """The hub-wide atomic step: choose devices and create the container under one lock."""
+        """The hub-wide atomic step: choose devices and create the container under one lock.
+
+        Only what must be atomic is under the lock: listing the containers (the table), the
+        decision and the create. The inventory is read before it.
+        """
+        broker, request = self._gpu_broker, self._gpu_request
+        snapshot = ([], {})
+        if broker is not None and request.wants_gpu:
+            snapshot = await broker.snapshot()
         async with self._allocation_lock():
             containers = await self._ds01_containers()
             if not GpuSteps._orphans_swept:
                 containers = await self._sweep_orphans(containers)
                 GpuSteps._orphans_swept = True
-            devices = await self._assign_gpus(containers)
+            devices = self._assign_gpus(containers, snapshot)
             return await create(devices)

@@ -35,25 +35,31 @@ class GpuBroker:
         """user_options -> GpuRequest (allocator.RequestError for the user, HTTP 400)."""
         return parse_request(options, default_count, await self.devices())
 
-    async def choose(self, request: GpuRequest, containers: list[dict]) -> list[Device]:
+    async def snapshot(self) -> tuple[list[Device], dict]:
+        """Devices and their usage, read from the inventory (NVML calls: off the event loop).
+
+        Taken before the allocation lock, so the lock covers only the container listing,
+        the decision and the create.
+        """
+        devices = await self.devices()
+        usage = await asyncio.to_thread(self.inventory.usage) if self.respect_foreign else {}
+        return devices, usage
+
+    def choose(
+        self, request: GpuRequest, containers: list[dict], devices: list[Device], usage: Mapping
+    ) -> list[Device]:
         """Free devices for ``request`` given the current containers (call under the lock).
 
         Raises allocator.NoFit (HTTP 429) when nothing fits.
         """
         if not request.wants_gpu:
             return []
-        devices = await self.devices()
         held: dict[str, Holder] = holders(containers)
         taken = set(held)
-        if self.respect_foreign:
-            usage = await asyncio.to_thread(self.inventory.usage)
-            foreign = busy_outside(usage, held)
-            if foreign:
-                self.log.info(
-                    "GPUs busy with processes outside DS01: %s", ", ".join(sorted(foreign))
-                )
-            taken |= foreign
-        return choose(request, devices, taken, simulated=self.simulated)
+        foreign = busy_outside(usage, held)
+        if foreign:
+            self.log.info("GPUs busy with processes outside DS01: %s", ", ".join(sorted(foreign)))
+        return choose(request, devices, taken | foreign, simulated=self.simulated)
 
 
 _brokers: dict[str, GpuBroker] = {}
