@@ -295,10 +295,15 @@ class DS01Spawner(GpuSteps, DockerSpawner):
                     f"Open it from the home page, or retire it first.",
                 )
 
-    def _identity(self) -> Identity:
+    async def _identity(self) -> Identity:
+        # getpwnam and the group list can go to LDAP/sssd: off the event loop
         try:
-            return resolve_identity(
-                self.user.name, self.user_uid, self.user_gid, self.use_system_accounts
+            return await asyncio.to_thread(
+                resolve_identity,
+                self.user.name,
+                self.user_uid,
+                self.user_gid,
+                self.use_system_accounts,
             )
         except IdentityError as e:
             self.log.error("Refused to start a server for user=%s: %s", self.user.name, e)
@@ -320,7 +325,7 @@ class DS01Spawner(GpuSteps, DockerSpawner):
         self._progress_log = ProgressLog()
         project = self.requested_project()
         self._check_project_free(project)
-        ident = self._identity()
+        ident = await self._identity()
         self._gpu_broker, self._gpu_request = await self._parse_gpu_request()
         self.project = project
         self.progress_log.emit(10, f"Preparing workspace for project {project}")

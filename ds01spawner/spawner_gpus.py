@@ -48,7 +48,7 @@ class GpuSteps:
     async def _parse_gpu_request(self) -> tuple[GpuBroker | None, GpuRequest]:
         options = self.user_options or {}
         try:
-            broker = self._broker()
+            broker = await asyncio.to_thread(self._broker)  # the first call initialises NVML
         except InventoryError as e:
             if str(options.get("gpus", "")).strip() == "0":
                 return None, GpuRequest()
