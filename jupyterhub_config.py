@@ -82,3 +82,10 @@ else:
 c.DS01Spawner.default_gpus = 1
 if os.environ.get("DS01_DOCKER_HOST"):
     c.DS01Spawner.client_kwargs = {"base_url": os.environ["DS01_DOCKER_HOST"]}
+
+# ---- start-up checks ----
+# Refuse to start, with one clear line, when the GPU inventory cannot work (NVML failing, a bad
+# simulated_gpus list). Keep this at the end of the file.
+from ds01spawner.startup import check_config  # noqa: E402
+
+check_config(c)

@@ -124,7 +124,7 @@ _HOURS_PER = {"m": 1 / 60, "h": 1.0, "d": 24.0}
 
 
 def _show(value: object) -> str:
-    return "true" if value is True else "false" if value is False else repr(value)
+    return {True: "true", False: "false", None: "null"}.get(value, repr(value))  # type: ignore
 
 
 def _number(
@@ -248,7 +248,6 @@ def parse_limits(text: str, source: str = "limits file") -> LimitsFile:
 _NULL = "tag:yaml.org,2002:null"
 _TEXTS = ("user", "reason", "granted_by")
 _EXEMPTION_NEEDS = "every exemption needs a user, what it lifts, a reason and an expiry date."
-_MERGE = "tag:yaml.org,2002:merge"
 
 
 def _is_null(node: yaml.Node | None) -> bool:
@@ -269,32 +268,27 @@ class _Parser:
         self.problems.append(Problem(self.source, line, key or None, message))
 
     def mapping(self, node: yaml.Node, path: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-        """Key -> (key node, value node); YAML merge keys (``<<: *x``) are followed."""
+        """Key -> (key node, value node) of a mapping node; null is an empty mapping."""
         if _is_null(node):
             return {}
         if not isinstance(node, yaml.MappingNode):
             kind = "a list" if isinstance(node, yaml.SequenceNode) else f"{node.value!r}"
             self.problem(node, path, f"must be a mapping of 'name: value' lines, not {kind}.")
             return {}
-        own: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        merged: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for k, v in node.value:
-            if k.tag == _MERGE:
-                for sub in v.value if isinstance(v, yaml.SequenceNode) else [v]:
-                    for name, pair in self.mapping(sub, path).items():
-                        merged.setdefault(name, pair)
-            elif not isinstance(k, yaml.ScalarNode):
+            if not isinstance(k, yaml.ScalarNode):
                 self.problem(k, path, "has a key that is not a plain name.")
-            elif k.value in own:
-                first = own[k.value][0].start_mark.line + 1
+            elif k.value in out:
+                first = out[k.value][0].start_mark.line + 1
                 self.problem(k, _join(path, k.value), f"is given twice (first on line {first}).")
             else:
-                own[k.value] = (k, v)
-        return {**merged, **own}
+                out[k.value] = (k, v)
+        return out
 
     def scalar(self, node: yaml.Node) -> object:
         if not isinstance(node, yaml.ScalarNode):
-            raise _Bad(f"must be one value, not a {node.id}.")
+            raise _Bad(f"must be one value, not a {node.id.replace('sequence', 'list')}.")
         try:
             return self.loader.construct_object(node, deep=True)
         except Exception as e:  # e.g. a date with month 13
@@ -358,7 +352,11 @@ class _Parser:
             return None
         for name, (k, _) in got.items():
             if name not in EXEMPTION_KEYS:
-                self.problem(k, _join(path, name), f"is not known{_hint(name, EXEMPTION_KEYS)}")
+                self.problem(
+                    k,
+                    _join(path, name),
+                    f"is not a field of an exemption{_hint(name, EXEMPTION_KEYS)}",
+                )
         for name in (n for n in EXEMPTION_KEYS[:4] if n not in got):
             self.problem(item, _join(path, name), f"is missing; {_EXEMPTION_NEEDS}")
         text = {n: self.text(v, _join(path, n)) for n, (_, v) in got.items() if n in _TEXTS}
@@ -419,21 +417,27 @@ class Resolved:
 
 
 def explain(user: str, groups: Iterable[str], doc: LimitsFile, now: datetime) -> Resolved:
-    """A user's limits and where each one comes from (the rule is in docs/limits.md).
+    """A user's limits and where each one comes from (docs/limits.md has the rule).
 
-    1. ``defaults``; 2. for each limit set by any of the user's groups in the file, the most
-    generous of those groups' values replaces the default (None beats any number, true beats
-    false; groups the file does not name are ignored); 3. ``users.<user>`` replaces any limit
-    it sets; 4. each active exemption (``now``'s UTC date <= ``expires``) lifts its limits to
-    unlimited (``allow_full_gpu``: true). A naive ``now`` is taken as UTC.
+    1. Each group's limits are ``defaults`` with the group's own values in place; a user in
+       groups of the file gets, limit by limit, the most generous of those groups' limits (None
+       beats any number, a bigger number a smaller one, true false). A user in none of the
+       file's groups gets ``defaults``; group names the file does not know are ignored.
+    2. ``users.<user>`` replaces the limits it sets, stricter or not.
+    3. Each active exemption (``now``'s UTC date <= ``expires``) lifts the limits it names to
+       unlimited (``allow_full_gpu``: true). A naive ``now`` is taken as UTC.
     """
     values, sources = dict(doc.defaults), dict.fromkeys(KEYS, "defaults")
     member = sorted(set(groups) & doc.groups.keys())
     for key in KEYS:
-        setters = [(doc.groups[g][key], g) for g in member if key in doc.groups[g]]
-        if setters:
-            values[key], group = max(setters, key=lambda s: _rank(s[0]))
-            sources[key] = f"group {group}"
+        offers = [
+            (doc.groups[g][key], f"group {g}")
+            if key in doc.groups[g]
+            else (values[key], "defaults")
+            for g in member
+        ]
+        if offers:  # the most generous; on a tie, a group that sets it over the defaults
+            values[key], sources[key] = max(offers, key=lambda o: (_rank(o[0]), o[1] != "defaults"))
     for key, value in doc.users.get(user, {}).items():
         values[key], sources[key] = value, f"user {user}"
     active = [e for e in doc.exemptions if e.user == user and e.active(now)]
@@ -443,6 +447,17 @@ def explain(user: str, groups: Iterable[str], doc: LimitsFile, now: datetime) ->
             if _rank(values.get(key, lifted)) < _rank(lifted):
                 values[key], sources[key] = lifted, f"exemption until {ex.expires}: {ex.reason}"
     return Resolved(Limits(**{k: values.get(k) for k in KEYS}), sources)
+
+
+def unmatched_groups(doc: LimitsFile, known_groups: Iterable[str]) -> list[str]:
+    """Sentences for the groups the file names but nobody is in (likely a typo), for a warning."""
+    known = sorted(set(known_groups))
+    return [
+        f"{doc.source}: groups.{name} is not a group on this hub, so it limits nobody"
+        f"{_hint(name, known)}"
+        for name in doc.groups
+        if name not in known
+    ]
 
 
 def resolve(user: str, groups: Iterable[str], doc: LimitsFile, now: datetime) -> Limits:

@@ -42,6 +42,10 @@ def free_port_block(size: int = 82) -> int:
     raise RuntimeError("no free port block")
 
 
+class HubExited(AssertionError):
+    """The hub process ended while we waited for it: waiting longer cannot help."""
+
+
 def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
     """Call ``condition`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -49,6 +53,8 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
     while time.monotonic() < deadline:
         try:
             value = condition()
+        except HubExited:
+            raise
         except Exception as e:  # noqa: BLE001 - retried until the deadline, then reported
             last, value = e, None
         if value:
@@ -101,7 +107,7 @@ class Hub:
 
         def up():
             if self.proc.poll() is not None:
-                raise AssertionError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise HubExited(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
             return self.session.get(f"{self.url}/hub/api/", timeout=2).status_code == 200
 
         wait_for(up, timeout, "the hub to answer")

@@ -31,3 +31,9 @@ c.Spawner.poll_interval = 2
 # A command that fails on purpose, for the crash-while-starting test.
 if os.environ.get("DS01_TEST_CMD"):
     c.DS01Spawner.cmd = json.loads(os.environ["DS01_TEST_CMD"])
+if os.environ.get("DS01_TEST_INVENTORY"):
+    c.DS01Spawner.gpu_inventory = os.environ["DS01_TEST_INVENTORY"]
+# the shipped config checked its own settings; check what this file changed, as it would
+from ds01spawner.startup import check_config  # noqa: E402
+
+check_config(c)

@@ -83,3 +83,15 @@ def test_dead_docker_engine_gives_a_clear_error_and_the_hub_keeps_serving(hub_fa
     wait_for(lambda: dead.server_model("alice", "thesis") is None, 30, "the failed server cleared")
     # a second try is refused the same way, not stuck as "pending"
     assert dead.request_server("alice", "thesis").status_code == 503
+
+
+def test_a_broken_gpu_configuration_stops_the_hub_with_one_clear_line(tmp_path):
+    import json
+
+    from .hub import Hub
+
+    hub = Hub(tmp_path, "ds01tbroken", {"DS01_TEST_GPUS": json.dumps([{"name": "A100"}])})
+    with pytest.raises(AssertionError, match="hub exited"):
+        hub.start(timeout=60)
+    assert "DS01: the GPU inventory 'simulated' cannot start" in hub.log_tail(20)
+    hub.shutdown()
