@@ -42,6 +42,14 @@ c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = os.environ.get("DS01_DEMO_PASSWORD", "ds01-demo")
 c.Authenticator.allowed_users = {"alice", "bob", "admin"}
 c.Authenticator.admin_users = {"admin"}
+# Groups give limits (see docs/limits.md). PRODUCTION: manage groups in the admin panel, or let
+# the authenticator set them (Authenticator.manage_groups), or read Unix groups with
+# c.DS01Spawner.limits_include_unix_groups = True.
+c.JupyterHub.load_groups = {
+    "students": {"users": ["alice", "bob"]},
+    "researchers": {"users": ["bob"]},
+    "staff": {"users": ["admin"]},
+}
 
 # ---- servers: one named server per project ----
 c.JupyterHub.allow_named_servers = True
@@ -75,17 +83,30 @@ else:
         {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960},
         {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960},
         {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960},
-        {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960,
-         "mig_profiles": ["3g.20gb", "2g.10gb", "2g.10gb"]},
+        {
+            "name": "NVIDIA A100-SXM4-40GB",
+            "memory_mib": 40960,
+            "mig_profiles": ["3g.20gb", "2g.10gb", "2g.10gb"],
+        },
     ]
     c.DS01Spawner.simulated_gpu_state_file = os.path.join(state_dir, "simulated-gpus.json")
 c.DS01Spawner.default_gpus = 1
+
+# ---- limits ----
+# Per-user and per-group limits, checked at every launch. The demo uses the commented example.
+# PRODUCTION: c.DS01Spawner.limits_file = "/etc/ds01/limits.yaml" (start from that example).
+c.DS01Spawner.limits_file = os.environ.get(
+    "DS01_LIMITS_FILE", os.path.join(here, "docs", "limits.example.yaml")
+)
 if os.environ.get("DS01_DOCKER_HOST"):
     c.DS01Spawner.client_kwargs = {"base_url": os.environ["DS01_DOCKER_HOST"]}
 
-# ---- start-up checks ----
-# Refuse to start, with one clear line, when the GPU inventory cannot work (NVML failing, a bad
-# simulated_gpus list). Keep this at the end of the file.
-from ds01spawner.startup import check_config  # noqa: E402
+# ---- start-up checks and DS01 services ----
+# Refuse to start, with one clear line, when the limits file is broken or the GPU inventory cannot
+# work (NVML failing, a bad simulated_gpus list). Keep this at the end of the file.
+# Also registers the ds01-limits service: `check limits` as JSON at
+# /services/ds01-limits/api/limits (docs/limits.md).
+from ds01spawner.startup import check_config, configure_services  # noqa: E402
 
 check_config(c)
+configure_services(c, port=port + 2)

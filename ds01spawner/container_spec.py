@@ -93,6 +93,8 @@ class ServerSpec:
     gpu_uuids: Sequence[str] = ()  # devices assigned to this server (GPU-... / MIG-...)
     gpu_equivalents: float = 0.0
     gpu_runtime: bool = True  # False with the simulated inventory: no DeviceRequest
+    shm_size: int | None = None  # bytes of /dev/shm (from the limits file)
+    pids_limit: int | None = None
     extra_host_config: Mapping[str, object] = field(default_factory=dict)
     extra_create_kwargs: Mapping[str, object] = field(default_factory=dict)
 
@@ -189,6 +191,11 @@ def build_container_spec(spec: ServerSpec) -> tuple[dict, dict]:
     if spec.network != HOST_NETWORK:
         create_kwargs["ports"] = [spec.port]
     _merge_extras(spec, create_kwargs, host_config)
+    # the user's limits (limits file) win over the admin's global extra_host_config
+    if spec.shm_size is not None:
+        host_config["shm_size"] = spec.shm_size
+    if spec.pids_limit is not None:
+        host_config["pids_limit"] = spec.pids_limit
     return create_kwargs, host_config
 
 

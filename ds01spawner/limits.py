@@ -78,6 +78,8 @@ def _hint(name: str, known: Iterable[str]) -> str:
         return f"; DS01's {name!r} is called {_DS01_RENAMED[name]!r} here."
     if name == "members":
         return _MEMBERS_HINT
+    if name == "<<":
+        return "; YAML merge keys are not supported: write the values out."
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     if close:
         return f"; did you mean {close[0]!r}?"
@@ -124,7 +126,9 @@ _HOURS_PER = {"m": 1 / 60, "h": 1.0, "d": 24.0}
 
 
 def _show(value: object) -> str:
-    return {True: "true", False: "false", None: "null"}.get(value, repr(value))  # type: ignore
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
 
 
 def _number(
@@ -428,7 +432,8 @@ def explain(user: str, groups: Iterable[str], doc: LimitsFile, now: datetime) ->
        unlimited (``allow_full_gpu``: true). A naive ``now`` is taken as UTC.
     """
     values, sources = dict(doc.defaults), dict.fromkeys(KEYS, "defaults")
-    member = sorted(set(groups) & doc.groups.keys())
+    names = {groups} if isinstance(groups, str) else set(groups)  # one group name, by mistake
+    member = sorted(names & doc.groups.keys())
     for key in KEYS:
         offers = [
             (doc.groups[g][key], f"group {g}")

@@ -24,12 +24,14 @@ from .identity import Identity, IdentityError, resolve_identity
 from .names import container_name, oauth_client_id, path_safe_username, project_name_problem
 from .ports import PortPool
 from .progress import ProgressLog
+from .quota import LimitRefused, shape_request
 from .readiness import ServerExited, wait_until_listening
 from .spawner_gpus import GpuSteps
+from .spawner_limits import LimitSteps
 from .workspace import WorkspaceError, prepare_workspace
 
 
-class DS01Spawner(GpuSteps, DockerSpawner):
+class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
     """Spawn each project of a user as a named server in a fresh, temporary container.
 
     The project folder ``<workspace_root>/<project>`` is mounted at ``/workspace``; everything
@@ -182,6 +184,32 @@ class DS01Spawner(GpuSteps, DockerSpawner):
         """,
     ).tag(config=True)
 
+    limits_file = Unicode(
+        "",
+        help="""YAML file with per-user and per-group limits (docs/limits.md).
+
+        Checked when the hub starts (a broken file stops it, naming the line and the key) and
+        re-read at every launch after it changes; a broken edit keeps the last good limits.
+        Default: ``""`` (no limits). Example:
+        ``c.DS01Spawner.limits_file = "/etc/ds01/limits.yaml"``.
+        """,
+    ).tag(config=True)
+
+    limits_include_unix_groups = Bool(
+        False,
+        help="""Count a system user's Unix groups as groups of the limits file, besides their
+        JupyterHub groups.
+
+        Default: ``False``. Example: ``c.DS01Spawner.limits_include_unix_groups = True``.
+        """,
+    ).tag(config=True)
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        # start() reads and checks user_options itself (project, gpus, gpu_type); this only
+        # stops JupyterHub from warning that they are unhandled.
+        return lambda spawner, options: None
+
     @default("image")
     def _default_image(self) -> str:
         return "ds01/base:latest"
@@ -328,6 +356,12 @@ class DS01Spawner(GpuSteps, DockerSpawner):
         ident = await self._identity()
         self._gpu_broker, self._gpu_request = await self._parse_gpu_request()
         self.project = project
+        self._limits = await self.effective_limits()
+        try:
+            devices = await self._gpu_broker.devices() if self._gpu_broker else []
+            self._gpu_request = shape_request(self._gpu_request, self._limits, devices)
+        except LimitRefused as e:
+            self.refuse(e)
         self.progress_log.emit(10, f"Preparing workspace for project {project}")
         try:
             ws = await asyncio.get_running_loop().run_in_executor(
@@ -484,8 +518,10 @@ class DS01Spawner(GpuSteps, DockerSpawner):
             port=self.port,
             cap_add=self.extra_capabilities,
             stop_grace_seconds=self.stop_grace_seconds,
-            mem_limit=self.mem_limit or None,
-            cpu_limit=self.cpu_limit or None,
+            mem_limit=self._limits.memory or self.mem_limit or None,
+            cpu_limit=self._limits.cpus or self.cpu_limit or None,
+            shm_size=self._limits.shm_size,
+            pids_limit=self._limits.pids_limit,
             extra_binds=self.volume_binds,
             extra_host_config=self._eval_if_callable(self.extra_host_config) or {},
             extra_create_kwargs=self._eval_if_callable(self.extra_create_kwargs) or {},

@@ -14,9 +14,10 @@ from jupyterhub import orm
 
 from .errors import DOCKER_ERRORS, GPU_INVENTORY_DOWN_MESSAGE, user_error
 from .gpus import InventoryError
-from .gpus.allocator import GpuRequest, NoFit, RequestError
+from .gpus.allocator import GpuRequest, NoFit, RequestError, equivalents
 from .gpus.broker import GpuBroker, broker_for
 from .gpus.model import Device
+from .quota import LimitRefused, check_gpu_equivalents, check_servers, usage_of
 
 # Containers created before this hub process started and unknown to its database are orphans
 # of a hub that died mid-spawn; they are removed at the first allocation (see _sweep_orphans).
@@ -151,5 +152,12 @@ class GpuSteps:
             if not GpuSteps._orphans_swept:
                 containers = await self._sweep_orphans(containers)
                 GpuSteps._orphans_swept = True
-            devices = self._assign_gpus(containers, snapshot)
+            usage = usage_of(self.user.name, containers, exclude_server=self.name)
+            try:
+                check_servers(usage, self._limits)
+                devices = self._assign_gpus(containers, snapshot)
+                check_gpu_equivalents(usage, equivalents(devices), self._limits)
+            except LimitRefused as e:
+                self.gpu_uuids = []
+                self.refuse(e)
             return await create(devices)

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from .gpus import InventoryError, make_inventory
+from .limits import LimitsError
 
 log = logging.getLogger("ds01spawner")
 
@@ -20,11 +21,21 @@ class ConfigCheckError(SystemExit):
 
 
 def check_config(config: Any) -> None:
-    """Refuse to start on a GPU inventory that cannot work (NVML failing, bad simulated spec).
+    """Refuse to start on a limits file or a GPU inventory that cannot work.
 
-    ``auto`` and ``none`` always start (``auto`` falls back to no GPUs and logs why).
+    A limits file must exist and parse (the message names the file, the line and the key).
+    GPU inventory ``auto`` and ``none`` always start (``auto`` falls back to no GPUs and logs
+    why); ``nvml`` must initialise and ``simulated`` must have a valid list.
     """
     section = config.get("DS01Spawner", {})
+    limits_file = section.get("limits_file", "")
+    if limits_file:
+        from .spawner_limits import limits_store
+
+        try:
+            limits_store(limits_file, log)  # this version is the last good one from now on
+        except LimitsError as e:
+            raise ConfigCheckError(f"DS01: the limits file cannot be used: {e}") from e
     kind = section.get("gpu_inventory", "auto")
     if str(kind).strip().lower() not in ("nvml", "simulated"):
         return
@@ -38,3 +49,41 @@ def check_config(config: Any) -> None:
     except InventoryError as e:
         raise ConfigCheckError(f"DS01: the GPU inventory {kind!r} cannot start: {e}") from e
     inventory.close()
+
+
+def configure_services(config: Any, port: int) -> None:
+    """Register the ``ds01-limits`` service (the ``check limits`` JSON API) on ``port``.
+
+    Call it after every change to ``DS01Spawner.limits_file`` or ``prefix``: it replaces its own
+    earlier registration, and gives every user's token access to the service.
+    """
+    import sys
+
+    section = config.get("DS01Spawner", {})
+    env = {
+        "DS01_LIMITS_FILE": section.get("limits_file", ""),
+        "DS01_CONTAINER_PREFIX": section.get("prefix", "ds01"),
+    }
+    client_kwargs = section.get("client_kwargs", {})
+    if client_kwargs.get("base_url"):
+        env["DS01_DOCKER_HOST"] = client_kwargs["base_url"]
+    services = [s for s in config.JupyterHub.get("services", []) if s.get("name") != "ds01-limits"]
+    services.append(
+        {
+            "name": "ds01-limits",
+            "url": f"http://127.0.0.1:{port}",
+            "command": [sys.executable, "-m", "ds01spawner.limits_service"],
+            "environment": env,
+            "oauth_no_confirm": True,
+            "display": False,
+        }
+    )
+    config.JupyterHub.services = services
+    roles = [r for r in config.JupyterHub.get("load_roles", []) if r.get("name") != "ds01-limits"]
+    if not any(r.get("name") == "user" for r in roles):
+        roles.append({"name": "user", "scopes": ["self"]})
+    for role in roles:
+        if role["name"] == "user" and "access:services!service=ds01-limits" not in role["scopes"]:
+            role["scopes"] = [*role["scopes"], "access:services!service=ds01-limits"]
+    roles.append({"name": "ds01-limits", "scopes": ["read:users"], "services": ["ds01-limits"]})
+    config.JupyterHub.load_roles = roles

@@ -30,6 +30,10 @@ COMMAND = "python scripts/gen_config_docs.py"
 
 #: What DS01 does with an inherited setting whose default it changes (hand-written, one line).
 CHANGED_NOTES = {
+    "apply_user_options": (
+        "DS01 reads and checks `user_options` (`project`, `gpus`, `gpu_type`) in `start()`; "
+        "its default hook only stops JupyterHub from warning that they are unhandled."
+    ),
     "image": "Image of every server. It must exist locally: DS01 never pulls.",
     "network_name": (
         "`host`: one loopback port per server. A named network needs `use_internal_ip = True`."
@@ -90,6 +94,8 @@ def literal(name: str, value: object) -> str:
     """The default as a Python literal (permission bits in octal)."""
     if name.endswith("_mode") and isinstance(value, int) and not isinstance(value, bool):
         return oct(value)
+    if callable(value):  # a function's repr has its address: name what it is instead
+        return "(a function of DS01Spawner)"
     return repr(value)
 
 

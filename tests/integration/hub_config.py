@@ -8,14 +8,27 @@ c = get_config()  # noqa: F821
 load_subconfig(os.path.join(os.path.dirname(__file__), "..", "..", "jupyterhub_config.py"))  # noqa: F821
 
 c.Authenticator.allow_all = True
-c.JupyterHub.services = [{"name": "ds01-tests", "api_token": os.environ["DS01_TEST_TOKEN"]}]
+c.JupyterHub.services = [
+    *c.JupyterHub.services,
+    {"name": "ds01-tests", "api_token": os.environ["DS01_TEST_TOKEN"]},
+]
 c.JupyterHub.load_roles = [
+    *c.JupyterHub.load_roles,
     {
         "name": "ds01-tests",
-        "scopes": ["admin:users", "admin:servers", "tokens", "list:users", "read:users"],
+        "scopes": [
+            "admin:users",
+            "admin:servers",
+            "tokens",
+            "list:users",
+            "read:users",
+            "admin:groups",
+        ],
         "services": ["ds01-tests"],
-    }
+    },
 ]
+# No limits unless a test gives a limits file.
+c.DS01Spawner.limits_file = os.environ.get("DS01_TEST_LIMITS", "")
 c.DS01Spawner.prefix = os.environ.get("DS01_TEST_PREFIX", "ds01test")
 c.DS01Spawner.stop_grace_seconds = int(os.environ.get("DS01_TEST_GRACE", "2"))
 c.JupyterHub.log_level = "DEBUG" if os.environ.get("DS01_TEST_DEBUG") else "INFO"
@@ -34,6 +47,7 @@ if os.environ.get("DS01_TEST_CMD"):
 if os.environ.get("DS01_TEST_INVENTORY"):
     c.DS01Spawner.gpu_inventory = os.environ["DS01_TEST_INVENTORY"]
 # the shipped config checked its own settings; check what this file changed, as it would
-from ds01spawner.startup import check_config  # noqa: E402
+from ds01spawner.startup import check_config, configure_services  # noqa: E402
 
 check_config(c)
+configure_services(c, port=int(os.environ["DS01_HUB_PORT"]) + 2)

@@ -1,0 +1,112 @@
+"""``check limits`` as a JSON API: a small JupyterHub-managed service.
+
+    GET /services/ds01-limits/api/limits            the caller's limits, their sources, and use
+    GET /services/ds01-limits/api/limits?user=bob   someone else's (hub admins only)
+
+Authenticated with the caller's hub token (``Authorization: token ...``) or hub login cookie.
+Limits come from the same file and the same resolution as the spawner's, and "what I use now"
+from the same container labels as the GPU table, so this page can never disagree with a refusal.
+Registered by ``ds01spawner.startup.configure_services`` (see jupyterhub_config.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+import docker
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import httpclient, ioloop, web
+
+from .limits import KEYS, LimitsStore, explain, format_limit
+from .quota import usage_of
+
+SERVICE_NAME = "ds01-limits"
+
+
+class LimitsAPI(HubOAuthenticated, web.RequestHandler):
+    def initialize(self, store: LimitsStore | None, docker_client, prefix: str) -> None:
+        self.store, self.docker_client, self.prefix = store, docker_client, prefix
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    @web.authenticated
+    async def get(self) -> None:
+        caller = self.current_user["name"]
+        name = self.get_argument("user", caller)
+        caller_model = await self.hub_user(caller)
+        if name != caller and not caller_model.get("admin"):
+            raise web.HTTPError(403, "Only hub admins may see another user's limits.")
+        model = caller_model if name == caller else await self.hub_user(name)
+        groups = sorted(model.get("groups") or [])
+        now = datetime.now(timezone.utc)
+        containers = await asyncio.to_thread(
+            self.docker_client.api.containers,
+            all=True,
+            filters={"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"},
+        )
+        usage = usage_of(name, containers)
+        body = {"user": name, "groups": groups, "checked_at": now.isoformat(timespec="seconds")}
+        if self.store is None:
+            body.update(limits_file=None, limits=None, shown={}, sources={})
+        else:
+            resolved = explain(name, groups, await asyncio.to_thread(self.store.current), now)
+            body.update(
+                limits_file=str(self.store.path),
+                limits=resolved.limits.as_dict(),
+                shown={k: format_limit(k, getattr(resolved.limits, k)) for k in KEYS},
+                sources=resolved.sources,
+            )
+        body["usage"] = usage.as_dict()
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    async def hub_user(self, name: str) -> dict:
+        """The hub's model of a user (groups, admin), read with this service's own token."""
+        url = url_path_join(self.hub_auth.api_url, "users", name)
+        try:
+            r = await httpclient.AsyncHTTPClient().fetch(
+                url, headers={"Authorization": f"token {self.hub_auth.api_token}"}
+            )
+        except httpclient.HTTPClientError as e:
+            if e.code == 404:
+                raise web.HTTPError(404, f"There is no user {name!r} on this hub.") from e
+            raise
+        return json.loads(r.body)
+
+
+def make_app(limits_file: str, prefix: str, docker_client) -> web.Application:
+    store = LimitsStore(limits_file) if limits_file else None
+    service_prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")
+    args = {"store": store, "docker_client": docker_client, "prefix": prefix}
+    return web.Application(
+        [
+            (url_path_join(service_prefix, "api/limits"), LimitsAPI, args),
+            (url_path_join(service_prefix, "oauth_callback"), HubOAuthCallbackHandler),
+        ],
+        cookie_secret=os.urandom(32),
+    )
+
+
+def main() -> None:
+    limits_file = os.environ.get("DS01_LIMITS_FILE", "")
+    prefix = os.environ.get("DS01_CONTAINER_PREFIX", "ds01")
+    docker_host = os.environ.get("DS01_DOCKER_HOST")
+    client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+    app = make_app(limits_file, prefix, client)
+    url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    app.listen(url.port, url.hostname)
+    ioloop.IOLoop.current().start()
+
+
+if __name__ == "__main__":
+    main()

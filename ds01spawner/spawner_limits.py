@@ -1,0 +1,73 @@
+"""Limit steps of a spawn: resolve the user's limits, check the request before the lock.
+
+A mixin of DS01Spawner. The checks that depend on what the user already runs (servers, GPU
+equivalents) happen in ``spawner_gpus.allocate_and_create``, under the hub's allocation lock,
+so two launches of one user can never both pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import pwd
+from datetime import datetime, timezone
+
+from .errors import user_error
+from .limits import Limits, LimitsError, LimitsStore, explain
+
+LIMITS_DOWN_MESSAGE = (
+    "Your limits cannot be read right now, so your server could not start. Your files are "
+    "safe. An admin has been told."
+)
+_stores: dict[str, LimitsStore] = {}
+
+
+def limits_store(path: str, log=None) -> LimitsStore:
+    """The hub process's store for ``path``, made once: by ``startup.check_config`` while the
+    hub starts (so the version good at start is the last good one), else at first use.
+    LimitsError when there is no good version at all."""
+    if path not in _stores:
+        _stores[path] = LimitsStore(path, log)
+    return _stores[path]
+
+
+def unix_groups(username: str) -> list[str]:
+    """Names of the system account's groups (primary included); [] without an account."""
+    try:
+        primary = pwd.getpwnam(username).pw_gid
+    except (KeyError, ValueError):
+        return []
+    names = [g.gr_name for g in grp.getgrall() if username in g.gr_mem or g.gr_gid == primary]
+    return sorted(set(names))
+
+
+class LimitSteps:
+    """Methods DS01Spawner uses to find and apply a user's limits."""
+
+    def user_group_names(self) -> list[str]:
+        names = {g.name for g in self.user.groups}
+        if self.limits_include_unix_groups:
+            names.update(unix_groups(self.user.name))
+        return sorted(names)
+
+    async def effective_limits(self) -> Limits:
+        """The user's limits now (unlimited without a limits file)."""
+        if not self.limits_file:
+            return Limits.unlimited()
+        groups = await asyncio.to_thread(self.user_group_names)
+        try:
+            store = await asyncio.to_thread(limits_store, self.limits_file, self.log)
+        except LimitsError as e:  # only when the hub started without check_config
+            self.log.error("No usable limits for user=%s: %s", self.user.name, e)
+            raise user_error(503, LIMITS_DOWN_MESSAGE) from e
+        doc = await asyncio.to_thread(store.current)  # re-reads the file when it changed
+        resolved = explain(self.user.name, groups, doc, datetime.now(timezone.utc))
+        self.log.debug("Limits of user=%s: %s", self.user.name, "; ".join(resolved.lines()))
+        return resolved.limits
+
+    def refuse(self, e) -> None:
+        """Turn a quota.LimitRefused into the user's HTTP error, with an admin log line."""
+        self.log.warning(
+            "Limit refused user=%s project=%s: %s", self.user.name, self.project or "?", e
+        )
+        raise user_error(e.status, str(e)) from e
