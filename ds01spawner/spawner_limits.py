@@ -12,14 +12,18 @@ import grp
 import pwd
 from datetime import datetime, timezone
 
+from jupyterhub import orm
+
 from .errors import user_error
-from .limits import Limits, LimitsError, LimitsStore, explain
+from .limits import Limits, LimitsError, LimitsStore, explain, unmatched_groups
 
 LIMITS_DOWN_MESSAGE = (
     "Your limits cannot be read right now, so your server could not start. Your files are "
     "safe. An admin has been told."
 )
 _stores: dict[str, LimitsStore] = {}
+# limits documents whose group names were checked (kept, so that their ids are never reused)
+_checked_versions: dict[int, object] = {}
 
 
 def limits_store(path: str, log=None) -> LimitsStore:
@@ -61,6 +65,11 @@ class LimitSteps:
             self.log.error("No usable limits for user=%s: %s", self.user.name, e)
             raise user_error(503, LIMITS_DOWN_MESSAGE) from e
         doc = await asyncio.to_thread(store.current)  # re-reads the file when it changed
+        if id(doc) not in _checked_versions:
+            _checked_versions[id(doc)] = doc
+            hub_groups = [name for (name,) in self.user.db.query(orm.Group.name)]
+            for warning in unmatched_groups(doc, hub_groups):
+                self.log.warning("%s", warning)
         resolved = explain(self.user.name, groups, doc, datetime.now(timezone.utc))
         self.log.debug("Limits of user=%s: %s", self.user.name, "; ".join(resolved.lines()))
         return resolved.limits
