@@ -23,6 +23,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, ioloop, web
 
+from .errors import DOCKER_ERRORS
 from .limits import KEYS, LimitsStore, explain, format_limit
 from .quota import usage_of
 
@@ -30,8 +31,8 @@ SERVICE_NAME = "ds01-limits"
 
 
 class LimitsAPI(HubOAuthenticated, web.RequestHandler):
-    def initialize(self, store: LimitsStore | None, docker_client, prefix: str) -> None:
-        self.store, self.docker_client, self.prefix = store, docker_client, prefix
+    def initialize(self, store: LimitsStore | None, engine: Engine, prefix: str) -> None:
+        self.store, self.engine, self.prefix = store, engine, prefix
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
@@ -49,11 +50,13 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         model = caller_model if name == caller else await self.hub_user(name)
         groups = sorted(model.get("groups") or [])
         now = datetime.now(timezone.utc)
-        containers = await asyncio.to_thread(
-            self.docker_client.api.containers,
-            all=True,
-            filters={"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"},
-        )
+        filters = {"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"}
+        try:
+            containers = await asyncio.to_thread(self.engine.containers, filters)
+        except DOCKER_ERRORS as e:
+            raise web.HTTPError(
+                503, "The container engine is not answering, so what you use cannot be shown."
+            ) from e
         usage = usage_of(name, containers)
         body = {"user": name, "groups": groups, "checked_at": now.isoformat(timespec="seconds")}
         if self.store is None:
@@ -84,10 +87,28 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         return json.loads(r.body)
 
 
-def make_app(limits_file: str, prefix: str, docker_client) -> web.Application:
+class Engine:
+    """The Docker engine, connected at first use: the service must start (and keep the hub
+    up: JupyterHub stops when a managed service dies) while the engine is down."""
+
+    def __init__(self, base_url: str | None) -> None:
+        self.base_url = base_url
+        self._client = None
+
+    def containers(self, filters: dict) -> list[dict]:
+        if self._client is None:
+            self._client = (
+                docker.APIClient(base_url=self.base_url, version="auto")
+                if self.base_url
+                else docker.from_env().api
+            )
+        return self._client.containers(all=True, filters=filters)
+
+
+def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
     store = LimitsStore(limits_file) if limits_file else None
     service_prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")
-    args = {"store": store, "docker_client": docker_client, "prefix": prefix}
+    args = {"store": store, "engine": engine, "prefix": prefix}
     return web.Application(
         [
             (url_path_join(service_prefix, "api/limits"), LimitsAPI, args),
@@ -100,9 +121,7 @@ def make_app(limits_file: str, prefix: str, docker_client) -> web.Application:
 def main() -> None:
     limits_file = os.environ.get("DS01_LIMITS_FILE", "")
     prefix = os.environ.get("DS01_CONTAINER_PREFIX", "ds01")
-    docker_host = os.environ.get("DS01_DOCKER_HOST")
-    client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
-    app = make_app(limits_file, prefix, client)
+    app = make_app(limits_file, prefix, Engine(os.environ.get("DS01_DOCKER_HOST") or None))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app.listen(url.port, url.hostname)
     ioloop.IOLoop.current().start()

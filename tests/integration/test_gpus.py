@@ -28,9 +28,11 @@ def env_of(container) -> dict:
 
 
 def held(client, hub) -> dict[str, str]:
-    """uuid -> user, from the labels of the hub's containers."""
+    """uuid -> user, from the labels of the hub's containers that hold devices (not exited)."""
     out = {}
     for c in ds01_containers(client, hub.prefix):
+        if c.status in ("exited", "dead"):
+            continue
         for uuid in filter(None, c.labels.get("ds01.gpus", "").split(",")):
             assert uuid not in out, f"{uuid} held twice"
             out[uuid] = c.labels["ds01.user"]

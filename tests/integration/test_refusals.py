@@ -83,6 +83,15 @@ def test_dead_docker_engine_gives_a_clear_error_and_the_hub_keeps_serving(hub_fa
     wait_for(lambda: dead.server_model("alice", "thesis") is None, 30, "the failed server cleared")
     # a second try is refused the same way, not stuck as "pending"
     assert dead.request_server("alice", "thesis").status_code == 503
+    # the check-limits service stays up (its death would stop the hub) and says what is wrong
+    token = dead.user_token("alice")
+    r = dead.session.get(
+        f"{dead.url}/services/ds01-limits/api/limits",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 503 and "container engine" in r.json()["message"]
+    assert dead.api("GET", "/").status_code == 200
 
 
 def test_a_broken_gpu_configuration_stops_the_hub_with_one_clear_line(tmp_path):
