@@ -24,15 +24,16 @@ from jupyterhub.utils import url_path_join
 from tornado import httpclient, ioloop, web
 
 from .errors import DOCKER_ERRORS
-from .limits import KEYS, LimitsStore, explain, format_limit
+from .limits import KEYS, LimitsError, explain, format_limit
 from .quota import usage_of
+from .spawner_limits import limits_store
 
 SERVICE_NAME = "ds01-limits"
 
 
 class LimitsAPI(HubOAuthenticated, web.RequestHandler):
-    def initialize(self, store: LimitsStore | None, engine: Engine, prefix: str) -> None:
-        self.store, self.engine, self.prefix = store, engine, prefix
+    def initialize(self, limits_file: str, engine: Engine, prefix: str) -> None:
+        self.limits_file, self.engine, self.prefix = limits_file, engine, prefix
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
@@ -59,12 +60,18 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
             ) from e
         usage = usage_of(name, containers)
         body = {"user": name, "groups": groups, "checked_at": now.isoformat(timespec="seconds")}
-        if self.store is None:
+        if not self.limits_file:
             body.update(limits_file=None, limits=None, shown={}, sources={})
         else:
-            resolved = explain(name, groups, await asyncio.to_thread(self.store.current), now)
+            try:
+                store = await asyncio.to_thread(limits_store, self.limits_file)
+            except LimitsError as e:  # broken since the hub checked it, and never good here
+                raise web.HTTPError(
+                    503, "The limits file cannot be read; an admin can fix it."
+                ) from e
+            resolved = explain(name, groups, await asyncio.to_thread(store.current), now)
             body.update(
-                limits_file=str(self.store.path),
+                limits_file=self.limits_file,
                 limits=resolved.limits.as_dict(),
                 shown={k: format_limit(k, getattr(resolved.limits, k)) for k in KEYS},
                 sources=resolved.sources,
@@ -106,9 +113,8 @@ class Engine:
 
 
 def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
-    store = LimitsStore(limits_file) if limits_file else None
     service_prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")
-    args = {"store": store, "engine": engine, "prefix": prefix}
+    args = {"limits_file": limits_file, "engine": engine, "prefix": prefix}
     return web.Application(
         [
             (url_path_join(service_prefix, "api/limits"), LimitsAPI, args),
