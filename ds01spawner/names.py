@@ -92,12 +92,13 @@ def oauth_client_id(username: str, server_name: str) -> str:
 
 
 def path_safe_username(username: str) -> str:
-    """The username as used in a workspace path.
+    """The username as used in a workspace path; injective, never walks out of a folder.
 
-    System account names (``alice``, ``j.doe``) are kept as they are so that templates like
-    ``/home/{username}/workspace`` find the real home; anything that could walk out of a folder
-    (``..``, '/', NUL, whitespace) is escaped.
+    System account names (``alice``, ``j.doe``, ``ann_fe``) are kept as they are so that
+    templates like ``/home/{username}/workspace`` find the real home. Anything else (``..``,
+    '/', NUL, whitespace, upper-case-only oddities longer than 128 characters) is escaped with
+    '%' as the escape character, which no kept name contains, so two users never share a path.
     """
     if _PATH_SAFE_USER_RE.fullmatch(username) and username not in (".", ".."):
         return username
-    return escape_username(username)
+    return escape(username, safe=_SAFE_USER_CHARS, escape_char="%")

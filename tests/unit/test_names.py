@@ -114,3 +114,14 @@ def test_oauth_client_ids_are_injective_and_cookie_safe(u1, s1, u2, s2):
 def test_jupyterhub_client_id_collision_is_avoided():
     assert oauth_client_id("a-b", "c") != oauth_client_id("a", "b-c")
     assert oauth_client_id("a-b", "") != oauth_client_id("a", "b")
+
+
+@given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40))
+def test_path_safe_usernames_are_injective(u1, u2):
+    if u1 != u2:
+        assert path_safe_username(u1) != path_safe_username(u2)
+
+
+def test_escaped_and_plain_names_cannot_meet():
+    assert path_safe_username("a b") != path_safe_username("a_20b")
+    assert path_safe_username("..") != path_safe_username("_2e_2e")

@@ -99,3 +99,57 @@ def test_relative_template_is_an_admin_error():
     with pytest.raises(WorkspaceError) as e:
         workspace_root_for("workspaces/{username}", "alice")
     assert "absolute" in e.value.admin_hint
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making links owned by another uid needs root")
+def test_a_root_link_the_user_made_is_refused_and_nothing_is_created(tmp_path):
+    """~/workspace -> /usr/lib/python3: the hub (root) must not create and chown there."""
+    home = tmp_path / "home" / "alice"
+    home.mkdir(parents=True)
+    os.chown(home, 4321, 4321)
+    target = tmp_path / "site-packages"
+    target.mkdir()
+    (home / "workspace").symlink_to(target)
+    os.lchown(home / "workspace", 4321, 4321)
+    with pytest.raises(WorkspaceError, match="link to another place") as e:
+        prepare_workspace(
+            str(tmp_path / "home" / "{username}" / "workspace"), "alice", "requests", UID, GID
+        )
+    assert "symlink" in e.value.admin_hint
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_a_root_owned_link_in_a_user_writable_folder_is_refused(tmp_path):
+    home = tmp_path / "home" / "alice"
+    home.mkdir(parents=True)
+    os.chown(home, 4321, 4321)  # alice could replace the link
+    target = tmp_path / "data"
+    target.mkdir()
+    (home / "workspace").symlink_to(target)
+    with pytest.raises(WorkspaceError):
+        prepare_workspace(str(home / "workspace"), "alice", "p", UID, GID)
+
+
+def test_an_admins_root_link_is_followed(tmp_path):
+    """/srv/ds01/workspaces/alice -> /data/alice, made by root in a root-only folder."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root-owned links")
+    admin = tmp_path / "srv"
+    admin.mkdir(mode=0o755)
+    os.chmod(admin, 0o755)
+    data = tmp_path / "data-alice"
+    data.mkdir()
+    (admin / "alice").symlink_to(data)
+    ws = prepare_workspace(str(admin / "{username}"), "alice", "p", UID, GID)
+    assert ws.project_dir == (data / "p").resolve() and ws.created
+
+
+def test_a_dangling_root_link_is_a_clear_error(tmp_path):
+    admin = tmp_path / "srv"
+    admin.mkdir()
+    os.chmod(admin, 0o755)
+    (admin / "alice").symlink_to(tmp_path / "gone")
+    with pytest.raises(WorkspaceError):
+        prepare_workspace(str(admin / "{username}"), "alice", "p", UID, GID)
+    assert not (tmp_path / "gone").exists()
