@@ -26,14 +26,15 @@ from tornado import httpclient, ioloop, web
 from .errors import DOCKER_ERRORS
 from .limits import KEYS, LimitsError, explain, format_limit
 from .quota import usage_of
-from .spawner_limits import limits_store
+from .spawner_limits import limits_store, unix_groups
 
 SERVICE_NAME = "ds01-limits"
 
 
 class LimitsAPI(HubOAuthenticated, web.RequestHandler):
-    def initialize(self, limits_file: str, engine: Engine, prefix: str) -> None:
+    def initialize(self, limits_file: str, engine: Engine, prefix: str, unix_groups: bool) -> None:
         self.limits_file, self.engine, self.prefix = limits_file, engine, prefix
+        self.unix_groups = unix_groups
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
@@ -49,7 +50,10 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         if name != caller and not caller_model.get("admin"):
             raise web.HTTPError(403, "Only hub admins may see another user's limits.")
         model = caller_model if name == caller else await self.hub_user(name)
-        groups = sorted(model.get("groups") or [])
+        groups = set(model.get("groups") or [])
+        if self.unix_groups:
+            groups.update(await asyncio.to_thread(unix_groups, name))
+        groups = sorted(groups)
         now = datetime.now(timezone.utc)
         filters = {"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"}
         try:
@@ -114,7 +118,12 @@ class Engine:
 
 def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
     service_prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")
-    args = {"limits_file": limits_file, "engine": engine, "prefix": prefix}
+    args = {
+        "limits_file": limits_file,
+        "engine": engine,
+        "prefix": prefix,
+        "unix_groups": bool(os.environ.get("DS01_LIMITS_UNIX_GROUPS")),
+    }
     return web.Application(
         [
             (url_path_join(service_prefix, "api/limits"), LimitsAPI, args),

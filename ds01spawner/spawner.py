@@ -243,7 +243,9 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
     # ---- shared state of the hub process ------------------------------------------------------
 
     _executor = None
+    _stop_executor = None
     _port_pool = PortPool()
+    _port_reserved = False
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -260,6 +262,41 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
 
     gpu_uuids = List(Unicode(), help="Devices held by this server (kept in the state).")
 
+    async def docker_stop(self, target: str, grace: int) -> None:
+        """``docker stop`` waits up to the grace period: on its own threads, so that a wave of
+        retirements never holds the threads that spawns and polls need."""
+        cls = DS01Spawner
+        if cls._stop_executor is None:
+            cls._stop_executor = ThreadPoolExecutor(32, thread_name_prefix="ds01-stop")
+        await asyncio.wrap_future(
+            cls._stop_executor.submit(self._docker, "stop", target, timeout=grace)
+        )
+
+    def _reserve_port(self) -> None:
+        self.port = self._port_pool.reserve()
+        self._port_reserved = True
+
+    def _release_port(self) -> None:
+        """Release the port this server holds, once; never one it does not hold."""
+        if self._port_reserved:
+            self._port_pool.release(self.port)
+            self._port_reserved = False
+
+    async def get_object(self) -> dict | None:
+        """Our container, or None when Docker says it does not exist (404 only).
+
+        DockerSpawner also reads a 500 as "gone", which would retire a live server on a
+        passing engine error; here any other error propagates (poll() then keeps the server).
+        """
+        try:
+            obj = await self.docker("inspect_container", self.object_name)
+        except docker.errors.NotFound:
+            self.log.info("Container %s is gone", self.object_name)
+            self.object_id = ""
+            return None
+        self.object_id = obj["Id"]
+        return obj
+
     def get_state(self) -> dict:
         state = super().get_state()
         if self.object_id:
@@ -272,9 +309,10 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
         if ds01.get("project"):
             self.project = ds01["project"]
         self.gpu_uuids = list(ds01.get("gpus") or [])
-        if ds01.get("port") and self.network_name == HOST_NETWORK:
+        if ds01.get("port") and self.network_name == HOST_NETWORK and self.object_id:
             self.port = int(ds01["port"])
             self._port_pool.claim(self.port)
+            self._port_reserved = True
 
     def clear_state(self) -> None:
         super().clear_state()
@@ -349,13 +387,11 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
         async for event in self.progress_log.follow():
             yield event
 
-    async def start(self):
-        self._progress_log = ProgressLog()
-        project = self.requested_project()
-        self._check_project_free(project)
+    async def _before_create(self, project: str) -> None:
+        """Every check and decision before Docker is asked for anything: identity, the GPU
+        request, the user's limits, the workspace. Each refusal is a user_error."""
         ident = await self._identity()
         self._gpu_broker, self._gpu_request = await self._parse_gpu_request()
-        self.project = project
         self._limits = await self.effective_limits()
         try:
             devices = await self._gpu_broker.devices() if self._gpu_broker else []
@@ -392,8 +428,18 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
                 project,
             )
 
+    async def start(self):
+        self._progress_log = ProgressLog()
+        project = self.requested_project()
+        self._check_project_free(project)
+        self.project = project  # at once: a concurrent launch of the same project sees it
+        try:
+            await self._before_create(project)
+        except BaseException:
+            self.project = ""
+            raise
         if self.network_name == HOST_NETWORK:
-            self.port = self._port_pool.reserve()
+            self._reserve_port()
             self.ip = "127.0.0.1"
         try:
             ip, port = await super().start()
@@ -461,8 +507,7 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
             )
         self.object_id = ""
         self.gpu_uuids = []
-        if self.network_name == HOST_NETWORK:
-            self._port_pool.release(self.port)
+        self._release_port()
 
     async def pull_image(self, image: str) -> None:
         """Check the image exists locally; DS01 never pulls from a registry at spawn."""
@@ -548,8 +593,7 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
             )
             return None
         if container is None:
-            if self.network_name == HOST_NETWORK and self.port:
-                self._port_pool.release(self.port)
+            self._release_port()
             return 0
         state = container["State"]
         if state.get("Running"):
@@ -558,9 +602,12 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
         # for servers that poll as running, so nothing else would remove this container.
         await self._log_exit(state)
         status = f"ExitCode={state.get('ExitCode')}, Error='{state.get('Error', '')}'"
-        await self.remove_object()
-        if self.network_name == HOST_NETWORK and self.port:
-            self._port_pool.release(self.port)
+        try:
+            await self.remove_object()
+        except DOCKER_ERRORS as e:
+            self.log.error("Could not remove dead container %s: %s", self.object_name, e)
+            self.pending_removal.add(self.object_id or self.object_name)
+        self._release_port()
         return status
 
     async def _output_tail(self, lines: int = 20) -> str:
@@ -597,14 +644,23 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
         )
         target = self.object_id or self.object_name
         try:
-            await self.docker("stop", target, timeout=grace)
-        except docker.errors.NotFound:
-            pass
-        try:
+            try:
+                await self.docker_stop(target, grace)
+            except docker.errors.NotFound:
+                pass
             await self.docker("remove_container", target, v=True, force=True)
         except docker.errors.NotFound:
             pass
-        if self.network_name == HOST_NETWORK and self.port:
-            self._port_pool.release(self.port)
+        except DOCKER_ERRORS as e:
+            # JupyterHub counts the server as stopped whatever happens here; the container
+            # (and its GPUs) must not outlive that. Retried at every allocation until gone.
+            self.log.error(
+                "Could not retire container %s of user=%s (%s); removal will be retried",
+                target,
+                self.user.name,
+                e,
+            )
+            self.pending_removal.add(target)
+        self._release_port()
         self.object_id = ""
         self.clear_state()

@@ -28,6 +28,9 @@ class GpuSteps:
     """Methods DS01Spawner uses to give a server its GPUs."""
 
     _orphans_swept = False
+    #: containers whose removal failed (engine error at retire or poll); retried at every
+    #: allocation, so they cannot keep their GPUs after Docker recovers
+    pending_removal: set[str] = set()
     _alloc_lock: asyncio.Lock | None = None
 
     @classmethod
@@ -137,6 +140,17 @@ class GpuSteps:
         self.progress_log.emit(35, f"Assigned {what} {shown}")
         return devices
 
+    async def _retry_removals(self) -> None:
+        for target in sorted(GpuSteps.pending_removal):
+            try:
+                await self.docker("remove_container", target, v=True, force=True)
+            except DOCKER_ERRORS as e:
+                if getattr(getattr(e, "response", None), "status_code", None) != 404:
+                    self.log.warning("Removal of container %s still fails: %s", target, e)
+                    continue
+            self.log.info("Removed container %s (its removal had failed before)", target)
+            GpuSteps.pending_removal.discard(target)
+
     async def allocate_and_create(self, create) -> dict:
         """The hub-wide atomic step: choose devices and create the container under one lock.
 
@@ -148,6 +162,7 @@ class GpuSteps:
         if broker is not None and request.wants_gpu:
             snapshot = await broker.snapshot()
         async with self._allocation_lock():
+            await self._retry_removals()
             containers = await self._ds01_containers()
             if not GpuSteps._orphans_swept:
                 containers = await self._sweep_orphans(containers)

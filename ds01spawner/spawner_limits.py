@@ -48,17 +48,19 @@ def unix_groups(username: str) -> list[str]:
 class LimitSteps:
     """Methods DS01Spawner uses to find and apply a user's limits."""
 
-    def user_group_names(self) -> list[str]:
+    async def user_group_names(self) -> list[str]:
+        """JupyterHub groups (read on the event loop: the hub's database session is not
+        thread-safe) and, when enabled, Unix groups (NSS may be slow: in a thread)."""
         names = {g.name for g in self.user.groups}
         if self.limits_include_unix_groups:
-            names.update(unix_groups(self.user.name))
+            names.update(await asyncio.to_thread(unix_groups, self.user.name))
         return sorted(names)
 
     async def effective_limits(self) -> Limits:
         """The user's limits now (unlimited without a limits file)."""
         if not self.limits_file:
             return Limits.unlimited()
-        groups = await asyncio.to_thread(self.user_group_names)
+        groups = await self.user_group_names()
         try:
             store = await asyncio.to_thread(limits_store, self.limits_file, self.log)
         except LimitsError as e:  # only when the hub started without check_config

@@ -63,6 +63,7 @@ def configure_services(config: Any, port: int) -> None:
     env = {
         "DS01_LIMITS_FILE": section.get("limits_file", ""),
         "DS01_CONTAINER_PREFIX": section.get("prefix", "ds01"),
+        "DS01_LIMITS_UNIX_GROUPS": "1" if section.get("limits_include_unix_groups") else "",
     }
     client_kwargs = section.get("client_kwargs", {})
     if client_kwargs.get("base_url"):

@@ -173,8 +173,7 @@ def _make_owned_dir(
                 os.fchmod(fd, mode)
         except PermissionError as e:
             raise WorkspaceError(
-                "Your workspace folder could not be given to your account; an admin has been "
-                "told.",
+                "Your workspace folder could not be given to your account; an admin has been told.",
                 admin_hint=(
                     f"chown {uid}:{gid} {parent / name} failed ({e}). Run the hub as root, or set "
                     f"user_uid/user_gid to the hub's own uid and gid."
