@@ -81,6 +81,14 @@ def container_name(username: str, server_name: str, prefix: str = "ds01") -> str
     return f"{prefix}-{escape_username(username)}.{server_name or '_default'}"
 
 
+def hub_id(db_url: str) -> str:
+    """A short, stable id of one hub: its database (``ds01.hub`` label). Containers of another
+    hub on the same engine (a demo next to production) are never swept as orphans."""
+    import hashlib
+
+    return hashlib.sha256(db_url.encode()).hexdigest()[:12]
+
+
 def oauth_client_id(username: str, server_name: str) -> str:
     """An OAuth client id for a user's server that no other (user, server) pair shares.
 

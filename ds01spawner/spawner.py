@@ -568,6 +568,7 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
             shm_size=self._limits.shm_size,
             pids_limit=self._limits.pids_limit,
             extra_binds=self.volume_binds,
+            extra_labels={"ds01.hub": self.hub_id()},
             extra_host_config=self._eval_if_callable(self.extra_host_config) or {},
             extra_create_kwargs=self._eval_if_callable(self.extra_create_kwargs) or {},
             gpu_uuids=[d.uuid for d in devices],

@@ -17,6 +17,7 @@ from .gpus import InventoryError
 from .gpus.allocator import GpuRequest, NoFit, RequestError, equivalents
 from .gpus.broker import GpuBroker, broker_for
 from .gpus.model import Device
+from .names import hub_id
 from .quota import LimitRefused, check_gpu_equivalents, check_servers, usage_of
 
 # Containers created before this hub process started and unknown to its database are orphans
@@ -74,6 +75,10 @@ class GpuSteps:
         filters = {"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"}
         return await self.docker("containers", all=True, filters=filters)
 
+    def hub_id(self) -> str:
+        """This hub's id (names.hub_id of its database URL), for the ``ds01.hub`` label."""
+        return hub_id(str(self.user.db.get_bind().url))
+
     def _known_container_ids(self) -> set[str]:
         ids = set()
         for orm_spawner in self.user.db.query(orm.Spawner).all():
@@ -90,9 +95,11 @@ class GpuSteps:
         """
         known = self._known_container_ids()
         started = _PROCESS_STARTED.timestamp()
+        mine = self.hub_id()
         kept = []
         for c in containers:
-            if c["Id"] in known or c.get("Created", 0) >= started:
+            other_hub = (c.get("Labels") or {}).get("ds01.hub") != mine
+            if other_hub or c["Id"] in known or c.get("Created", 0) >= started:
                 kept.append(c)
                 continue
             labels = c.get("Labels") or {}

@@ -9,6 +9,7 @@ import pytest
 
 from ds01spawner.container_spec import ServerSpec, build_container_spec
 from ds01spawner.gpus.simulated import SimulatedInventory, write_state
+from ds01spawner.names import hub_id
 
 from .hub import ds01_containers, wait_for
 
@@ -173,28 +174,39 @@ def test_table_is_rebuilt_from_labels_after_a_hub_sigkill(hub_factory, docker_cl
     assert held(docker_client, hub) == {}
 
 
+def this_hub(hub) -> str:
+    return hub_id(f"sqlite:///{hub.state_dir / 'jupyterhub.sqlite'}")
+
+
 def test_orphan_of_a_hub_that_died_mid_spawn_does_not_keep_its_gpu(hub_factory, docker_client):
-    spec = [A100]
+    spec = [A100, A100]
     hub = gpu_hub(hub_factory, spec)
-    (device,) = uuids_of(spec)
-    # what a hub killed between `docker create` and saving its state leaves behind
-    ghost = docker_client.api.create_container(
-        "ds01/base:latest",
-        ["sleep", "600"],
-        name=f"{hub.prefix}-zed.ghost",
-        labels={
-            "ds01.managed": "true",
-            "ds01.user": "zed",
-            "ds01.project": "ghost",
-            "ds01.server": "ghost",
-            "ds01.gpus": device,
-        },
-    )
+    mine, theirs = uuids_of(spec)
+
+    def ghost(name, device, hub_label):
+        # what a hub killed between `docker create` and saving its state leaves behind
+        return docker_client.api.create_container(
+            "ds01/base:latest",
+            ["sleep", "600"],
+            name=f"{hub.prefix}-{name}",
+            labels={
+                "ds01.managed": "true",
+                "ds01.user": "zed",
+                "ds01.project": name.split(".")[1],
+                "ds01.server": name.split(".")[1],
+                "ds01.gpus": device,
+                "ds01.hub": hub_label,
+            },
+        )
+
+    orphan = ghost("zed.ghost", mine, this_hub(hub))
+    other_hubs = ghost("zed.elsewhere", theirs, "another-hub")  # e.g. a demo on the same engine
     hub.signal(signal.SIGTERM)
-    hub.start()  # this process started after the ghost was created, and its database has no ghost
+    hub.start()  # this process started after the ghosts were created; its database has neither
     hub.start_server("alice", "real", {"gpus": 1})
-    assert held(docker_client, hub) == {device: "alice"}
-    assert ghost["Id"] not in [c.id for c in ds01_containers(docker_client, hub.prefix)]
+    assert held(docker_client, hub) == {mine: "alice", theirs: "zed"}
+    ids = [c.id for c in ds01_containers(docker_client, hub.prefix)]
+    assert orphan["Id"] not in ids and other_hubs["Id"] in ids
     assert "Removing orphan container" in hub.log_tail(300)
     hub.stop_server("alice", "real")
 
