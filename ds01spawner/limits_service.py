@@ -139,7 +139,10 @@ def main() -> None:
     app = make_app(limits_file, prefix, Engine(os.environ.get("DS01_DOCKER_HOST") or None))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app.listen(url.port, url.hostname)
-    ioloop.IOLoop.current().start()
+    try:
+        ioloop.IOLoop.current().start()
+    except KeyboardInterrupt:  # the hub stops its managed services with SIGINT
+        pass
 
 
 if __name__ == "__main__":
