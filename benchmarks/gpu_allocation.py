@@ -53,7 +53,12 @@ import requests  # noqa: E402
 from ds01spawner.gpus.allocator import GpuRequest, NoFit, busy_outside, choose  # noqa: E402
 from ds01spawner.gpus.model import Device, DeviceUsage  # noqa: E402
 from ds01spawner.gpus.simulated import SimulatedInventory  # noqa: E402
-from ds01spawner.gpus.table import GPU_LABEL, HOLDING_STATES, holders  # noqa: E402
+from ds01spawner.gpus.table import (  # noqa: E402
+    GPU_LABEL,
+    HOLDING_STATES,
+    holders,
+    hub_containers_filter,
+)
 from tests.integration.hub import Hub  # noqa: E402
 
 IMAGE = "ds01/base:latest"
@@ -390,7 +395,7 @@ def part2(api: docker.APIClient, rid: str, n: int, reps: int) -> dict:
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(create, range(n)))
     create_s = time.monotonic() - t
-    filters = {"label": "ds01.managed=true", "name": f"^/{PREFIX}-"}
+    filters = hub_containers_filter(PREFIX)
 
     def by_ps() -> dict:
         return holders(api.containers(all=True, filters=filters))
@@ -644,9 +649,7 @@ def storm_round(
     rejected = [r for r in results if r.get("status") == 429]
     other = [r for r in results if r not in started and r not in rejected]
 
-    listed = client.api.containers(
-        all=True, filters={"label": "ds01.managed=true", "name": f"^/{prefix}-"}
-    )
+    listed = client.api.containers(all=True, filters=hub_containers_filter(prefix))
     table = holders(listed)
     owners = sorted(h.user for h in table.values())
     assert owners == sorted(r["user"] for r in started), f"devices {owners} vs started {started}"

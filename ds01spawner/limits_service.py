@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from datetime import datetime, timezone
 from urllib.parse import urlparse
 
@@ -24,6 +23,7 @@ from jupyterhub.utils import url_path_join
 from tornado import httpclient, ioloop, web
 
 from .errors import DOCKER_ERRORS
+from .gpus.table import hub_containers_filter
 from .limits import KEYS, LimitsError, explain, format_limit
 from .quota import usage_of
 from .spawner_limits import limits_store, unix_groups
@@ -55,9 +55,10 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
             groups.update(await asyncio.to_thread(unix_groups, name))
         groups = sorted(groups)
         now = datetime.now(timezone.utc)
-        filters = {"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"}
         try:
-            containers = await asyncio.to_thread(self.engine.containers, filters)
+            containers = await asyncio.to_thread(
+                self.engine.containers, hub_containers_filter(self.prefix)
+            )
         except DOCKER_ERRORS as e:
             raise web.HTTPError(
                 503, "The container engine is not answering, so what you use cannot be shown."

@@ -391,10 +391,9 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
         """Every check and decision before Docker is asked for anything: identity, the GPU
         request, the user's limits, the workspace. Each refusal is a user_error."""
         ident = await self._identity()
-        self._gpu_broker, self._gpu_request = await self._parse_gpu_request()
+        self._gpu_broker, self._gpu_request, devices = await self._parse_gpu_request()
         self._limits = await self.effective_limits()
         try:
-            devices = await self._gpu_broker.devices() if self._gpu_broker else []
             self._gpu_request = shape_request(self._gpu_request, self._limits, devices)
         except LimitRefused as e:
             self.refuse(e)

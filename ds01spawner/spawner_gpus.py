@@ -7,7 +7,6 @@ that spawner.py stays the orchestration of start/stop/poll.
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import datetime, timezone
 
 from jupyterhub import orm
@@ -17,6 +16,7 @@ from .gpus import InventoryError
 from .gpus.allocator import GpuRequest, NoFit, RequestError, equivalents
 from .gpus.broker import GpuBroker, broker_for
 from .gpus.model import Device
+from .gpus.table import hub_containers_filter
 from .names import hub_id
 from .quota import LimitRefused, check_gpu_equivalents, check_servers, usage_of
 
@@ -50,13 +50,13 @@ class GpuSteps:
             self.log,
         )
 
-    async def _parse_gpu_request(self) -> tuple[GpuBroker | None, GpuRequest]:
+    async def _parse_gpu_request(self) -> tuple[GpuBroker | None, GpuRequest, list[Device]]:
         options = self.user_options or {}
         try:
             broker = await asyncio.to_thread(self._broker)  # the first call initialises NVML
         except InventoryError as e:
             if str(options.get("gpus", "")).strip() == "0":
-                return None, GpuRequest()
+                return None, GpuRequest(), []
             self.log.error(
                 "GPU inventory %r unavailable for user=%s: %s",
                 self.gpu_inventory,
@@ -65,15 +65,14 @@ class GpuSteps:
             )
             raise user_error(503, GPU_INVENTORY_DOWN_MESSAGE) from e
         try:
-            return broker, await broker.parse(options, self.default_gpus)
+            return broker, *await broker.parse(options, self.default_gpus)
         except RequestError as e:
             self.log.warning("Refused GPU request of user=%s: %s", self.user.name, e)
             raise user_error(400, str(e)) from e
 
     async def _ds01_containers(self) -> list[dict]:
         """This hub's DS01 containers, in any state (docker ps -a, filtered by label and name)."""
-        filters = {"label": "ds01.managed=true", "name": f"^/{re.escape(self.prefix)}-"}
-        return await self.docker("containers", all=True, filters=filters)
+        return await self.docker("containers", all=True, filters=hub_containers_filter(self.prefix))
 
     def hub_id(self) -> str:
         """This hub's id (names.hub_id of its database URL), for the ``ds01.hub`` label."""

@@ -31,9 +31,13 @@ class GpuBroker:
     async def devices(self) -> list[Device]:
         return await asyncio.to_thread(self.inventory.devices)
 
-    async def parse(self, options: Mapping, default_count: int) -> GpuRequest:
-        """user_options -> GpuRequest (allocator.RequestError for the user, HTTP 400)."""
-        return parse_request(options, default_count, await self.devices())
+    async def parse(self, options: Mapping, default_count: int) -> tuple[GpuRequest, list[Device]]:
+        """user_options -> (GpuRequest, the devices it was checked against).
+
+        allocator.RequestError (HTTP 400) for a request this server can never serve.
+        """
+        devices = await self.devices()
+        return parse_request(options, default_count, devices), devices
 
     async def snapshot(self) -> tuple[list[Device], dict]:
         """Devices and their usage, read from the inventory (NVML calls: off the event loop).

@@ -9,6 +9,7 @@ restarts an exited container, so an exited one holds nothing even before it is r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -28,6 +29,11 @@ class Holder:
     server: str
     container: str
     since: str  # the ds01.created label (ISO 8601, UTC)
+
+
+def hub_containers_filter(prefix: str) -> dict:
+    """``docker ps -a`` filters for the DS01 containers of the hub with this name prefix."""
+    return {"label": "ds01.managed=true", "name": f"^/{re.escape(prefix)}-"}
 
 
 def gpu_label(uuids: Iterable[str]) -> str:
