@@ -1,0 +1,76 @@
+"""project_files: writes into a user's project never follow a link the user made."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ds01spawner.project_files import ProjectFileError, read_project_file, write_project_file
+
+UID, GID = os.getuid(), os.getgid()
+
+
+def test_write_creates_folders_and_file(tmp_path):
+    write_project_file(tmp_path, ".ds01/build.log", "step 1\n", UID, GID)
+    write_project_file(tmp_path, ".ds01/build.log", "step 2\n", UID, GID, append=True)
+    assert (tmp_path / ".ds01" / "build.log").read_text() == "step 1\nstep 2\n"
+    assert (tmp_path / ".ds01").stat().st_mode & 0o777 == 0o750
+    write_project_file(tmp_path, ".ds01/build.log", "new\n", UID, GID)
+    assert (tmp_path / ".ds01" / "build.log").read_text() == "new\n"
+
+
+def test_owner_is_the_user(tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("chown to another user needs root")
+    write_project_file(tmp_path, "a/b/c.txt", "x", 4242, 4343)
+    for p in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c.txt"):
+        st = p.stat()
+        assert (st.st_uid, st.st_gid) == (4242, 4343)
+
+
+@pytest.mark.parametrize("link_at", [".ds01", ".ds01/build.log"])
+def test_a_link_is_refused_not_followed(tmp_path, link_at):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    if link_at == ".ds01":
+        os.symlink(outside, project / ".ds01")
+    else:
+        (project / ".ds01").mkdir()
+        os.symlink(outside / "victim", project / ".ds01" / "build.log")
+    with pytest.raises(ProjectFileError):
+        write_project_file(project, ".ds01/build.log", "owned", UID, GID)
+    assert list(outside.iterdir()) == []
+    with pytest.raises(ProjectFileError):
+        read_project_file(project, ".ds01/build.log")
+
+
+def test_exclusive_never_overwrites(tmp_path):
+    (tmp_path / "README.md").write_text("mine")
+    with pytest.raises(FileExistsError):
+        write_project_file(tmp_path, "README.md", "template", UID, GID, exclusive=True)
+    assert (tmp_path / "README.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("bad", ["", "/etc/passwd", "../x", "a/../../x"])
+def test_paths_must_stay_inside(tmp_path, bad):
+    with pytest.raises(ProjectFileError):
+        write_project_file(tmp_path, bad, "x", UID, GID)
+
+
+def test_read_tail_and_missing(tmp_path):
+    write_project_file(tmp_path, "n.log", b"0123456789", UID, GID)
+    assert read_project_file(tmp_path, "n.log", max_bytes=4) == b"6789"
+    assert read_project_file(tmp_path, "n.log") == b"0123456789"
+    with pytest.raises(FileNotFoundError):
+        read_project_file(tmp_path, "missing.log")
+
+
+def test_fifo_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "f")
+    with pytest.raises(ProjectFileError):
+        write_project_file(tmp_path, "f", "x", UID, GID)
+    with pytest.raises(ProjectFileError):
+        read_project_file(tmp_path, "f")
