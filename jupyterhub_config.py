@@ -101,6 +101,15 @@ c.DS01Spawner.limits_file = os.environ.get(
 if os.environ.get("DS01_DOCKER_HOST"):
     c.DS01Spawner.client_kwargs = {"base_url": os.environ["DS01_DOCKER_HOST"]}
 
+# ---- the spawn form and the home page ----
+# The spawn form (projects, new project from a template, GPU choice, limits) is DS01Spawner's
+# own; c.DS01Spawner.options_form_template replaces it. Images users may pick instead of their
+# project's Dockerfile: c.DS01Spawner.offered_images = {"ds01/base:latest": "Python 3, JupyterLab"}
+# configure_pages puts DS01's home page (projects, GPUs, runtime left, Retire) in front.
+from ds01spawner.pages import configure_pages  # noqa: E402
+
+configure_pages(c)
+
 # ---- start-up checks and DS01 services ----
 # Refuse to start, with one clear line, when the limits file is broken or the GPU inventory cannot
 # work (NVML failing, a bad simulated_gpus list). Keep this at the end of the file.

@@ -30,6 +30,9 @@ class InvalidProjectName(ValueError):
     """A project name that is not a valid slug; str() is a sentence for the user."""
 
 
+_SHOWABLE_RE = re.compile(r"[A-Za-z0-9 _.+@-]*")
+
+
 def project_name_problem(name: object) -> str | None:
     """Return why ``name`` is not a valid project name, or None when it is valid.
 
@@ -40,7 +43,11 @@ def project_name_problem(name: object) -> str | None:
     """
     if not isinstance(name, str):
         return f"The project name must be text, not {type(name).__name__}. {VALID_NAME_SENTENCE}"
-    shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
+    # Repeat the name only when it is harmless text: never markup or control characters.
+    if _SHOWABLE_RE.fullmatch(name[:40]):
+        shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
+    else:
+        shown = "This name"
     if name == "":
         return f"The project name is empty. {VALID_NAME_SENTENCE}"
     if len(name) > PROJECT_NAME_MAX:

@@ -150,3 +150,12 @@ def read_project_file(project_dir: Path | str, relpath: str, max_bytes: int = 1 
 
 def _is_regular(st_mode: int) -> bool:
     return stat.S_ISREG(st_mode)
+
+
+def make_project_dirs(
+    project_dir: Path | str, relpath: str, uid: int, gid: int, dir_mode: int = 0o750
+) -> None:
+    """Create ``project_dir/relpath`` (and the folders above it) owned by ``uid:gid``; a link
+    on the way raises ProjectFileError."""
+    fd = _open_dir_chain(project_dir, _parts(relpath), uid, gid, dir_mode, create=True)
+    os.close(fd)

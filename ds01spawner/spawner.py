@@ -21,17 +21,19 @@ from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
 from .gpus.allocator import equivalents
 from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
-from .names import container_name, oauth_client_id, path_safe_username, project_name_problem
+from .names import container_name, oauth_client_id, path_safe_username
 from .ports import PortPool
 from .progress import ProgressLog
+from .projects import BUILTIN_TEMPLATES, TemplateError, apply_template, check_templates
 from .quota import LimitRefused, shape_request
 from .readiness import ServerExited, wait_until_listening
+from .spawner_form import FormSteps
 from .spawner_gpus import GpuSteps
 from .spawner_limits import LimitSteps
 from .workspace import WorkspaceError, prepare_workspace
 
 
-class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
+class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
     """Spawn each project of a user as a named server in a fresh, temporary container.
 
     The project folder ``<workspace_root>/<project>`` is mounted at ``/workspace``; everything
@@ -204,11 +206,79 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
         """,
     ).tag(config=True)
 
+    options_form_template = Unicode(
+        "",
+        help="""Jinja template file of the spawn form, instead of DS01's own.
+
+        Rendered with autoescape on; DS01's template (``ds01spawner/templates/
+        ds01_spawn_form.html``) shows the variables it gets and can be included or extended
+        from yours. The fields it must post are described in docs/configuration.md.
+        Default: ``""`` (DS01's form). Example:
+        ``c.DS01Spawner.options_form_template = "/etc/ds01/spawn_form.html"``.
+        """,
+    ).tag(config=True)
+
+    offered_images = Dict(
+        Unicode(),
+        help="""Images users may choose on the spawn form instead of their project's
+        Dockerfile or ``image``, as ``{image: description}``.
+
+        A launch (form or REST API) may only name one of these; anything else is refused with
+        HTTP 400. The images must exist locally: DS01 never pulls.
+        Default: ``{}`` (no choice: the project's Dockerfile, else ``image``). Example:
+        ``c.DS01Spawner.offered_images = {"ds01/base:latest": "Python 3 and JupyterLab",
+        "ds01/pytorch:2.4": "PyTorch 2.4 with CUDA"}``.
+        """,
+    ).tag(config=True)
+
+    project_templates = Dict(
+        Dict(),
+        help="""Templates a new project can start from, as ``{name: {"description": ...,
+        "folders": [...], "files": {path: content}}}``.
+
+        Paths are relative to the project folder; ``{project}`` and ``{base_image}`` in file
+        contents are replaced. Files are created owned by the user and never overwrite
+        anything. Default: ``empty`` (nothing) and ``python-ml`` (``data/``, ``models/``,
+        ``notebooks/``, ``outputs/``, a starter ``Dockerfile`` from ``image``, a README).
+        Example: ``c.DS01Spawner.project_templates = {"empty": {"description": "An empty
+        folder."}, "course": {"description": "ML course", "files": {"README.md": "# {project}"}}}``.
+        """,
+    ).tag(config=True)
+
+    @default("project_templates")
+    def _default_templates(self) -> dict:
+        return dict(BUILTIN_TEMPLATES)
+
+    @validate("project_templates")
+    def _valid_templates(self, proposal) -> dict:
+        try:
+            check_templates(proposal.value)
+        except TemplateError as e:
+            raise ValueError(f"DS01Spawner.project_templates: {e}") from e
+        return proposal.value
+
     @default("apply_user_options")
     def _default_apply_user_options(self):
-        # start() reads and checks user_options itself (project, gpus, gpu_type); this only
+        # start() reads and checks user_options itself (form.validate_user_options); this only
         # stops JupyterHub from warning that they are unhandled.
         return lambda spawner, options: None
+
+    @default("options_form")
+    def _default_options_form(self):
+        return lambda spawner: spawner.render_options_form()
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return self._form_to_options
+
+    def options_from_query(self, query_data: dict) -> dict:
+        return self._query_to_options(query_data)
+
+    async def check_allowed(self, image: str) -> str:
+        """DockerSpawner's image check: only ``offered_images`` (launch_options checked it)."""
+        if image in self.offered_images:
+            return image
+        raise user_error(400, "That image is not offered on this server.")
 
     @default("image")
     def _default_image(self) -> str:
@@ -337,18 +407,6 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
 
     # ---- decisions ----------------------------------------------------------------------------
 
-    def requested_project(self) -> str:
-        """The project this server is for; HTTP 400 with a full sentence when it is invalid."""
-        if self.name:
-            project = self.name
-        else:
-            project = (self.user_options or {}).get("project", self.default_project)
-        problem = project_name_problem(project)
-        if problem:
-            self.log.warning("Refused project name for user=%s: %s", self.user.name, problem)
-            raise user_error(400, problem)
-        return project
-
     def _check_project_free(self, project: str) -> None:
         for other in self.user.spawners.values():
             if other is self or not (other.active or other.ready):
@@ -387,7 +445,7 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
         async for event in self.progress_log.follow():
             yield event
 
-    async def _before_create(self, project: str) -> None:
+    async def _before_create(self, project: str, options) -> None:
         """Every check and decision before Docker is asked for anything: identity, the GPU
         request, the user's limits, the workspace. Each refusal is a user_error."""
         ident = await self._identity()
@@ -419,21 +477,63 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
             raise user_error(400, str(e)) from e
         self._workspace_dir = str(ws.project_dir)
         self._identity_used = ident
+        if options.template and not ws.created:
+            raise user_error(
+                400,
+                f"A project named '{project}' already exists, so it cannot be made from a "
+                f"template. Launch it as it is, or choose another name.",
+            )
         if ws.created:
             self.log.info(
-                "Created workspace %s for user=%s project=%s",
+                "Created workspace %s for user=%s project=%s template=%s",
                 ws.project_dir,
                 self.user.name,
                 project,
+                options.template or "-",
             )
+        if options.template:
+            await self._apply_template(ws.project_dir, options.template, ident)
+        self.image = options.image or self._configured_image
+
+    async def _apply_template(self, project_dir, template: str, ident: Identity) -> None:
+        self.progress_log.emit(12, f"Creating the project from the template {template}")
+        try:
+            written = await asyncio.to_thread(
+                apply_template,
+                project_dir,
+                self.project_templates[template],
+                ident.uid,
+                ident.gid,
+                {"project": self.project, "base_image": self._configured_image},
+                self.workspace_mode,
+            )
+        except WorkspaceError as e:
+            self.log.error(
+                "Template %s failed for user=%s project=%s: %s",
+                template,
+                self.user.name,
+                self.project,
+                e.admin_hint or e,
+            )
+            raise user_error(500, f"{e} Your folder was created; an admin has been told.") from e
+        self.log.info(
+            "Wrote template %s into project=%s of user=%s: %s",
+            template,
+            self.project,
+            self.user.name,
+            ", ".join(written) or "(nothing)",
+        )
 
     async def start(self):
         self._progress_log = ProgressLog()
-        project = self.requested_project()
+        if not hasattr(self, "_configured_image"):
+            self._configured_image = self.image  # before any launch chose another
+        options = self.launch_options()
+        project = options.project
         self._check_project_free(project)
         self.project = project  # at once: a concurrent launch of the same project sees it
         try:
-            await self._before_create(project)
+            await self._before_create(project, options)
         except BaseException:
             self.project = ""
             raise

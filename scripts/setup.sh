@@ -3,7 +3,8 @@
 #   - a running Docker engine (Debian's docker.io when no engine answers),
 #   - configurable-http-proxy (npm),
 #   - a Python virtual environment in .venv with ds01spawner and its test tools,
-#   - the offline DS01 base image (images/offline/build.sh; skipped when its content tag exists).
+#   - the offline DS01 base image (images/offline/build.sh; skipped when its content tag exists),
+#   - with --browser (scripts/test.sh): Debian's chromium, for the Playwright browser tests.
 # Each step checks before it acts, so a second run takes a few seconds.
 # Needs root (it installs packages and starts dockerd).
 set -euo pipefail
@@ -93,7 +94,16 @@ ensure_base_image() {
     JUPYTERHUB_VERSION="$version" bash images/offline/build.sh
 }
 
+ensure_browser() {
+    if command -v chromium >/dev/null 2>&1; then
+        return
+    fi
+    log "installing chromium (browser tests)"
+    apt_install chromium
+}
+
 ensure_tools
+[ "${1:-}" = "--browser" ] && ensure_browser
 ensure_docker
 ensure_proxy
 ensure_venv

@@ -213,6 +213,19 @@ class Hub:
             lambda: self.server_model(user, server) is None, timeout, f"{user}/{server} to stop"
         )
 
+    def login(self, user: str, password: str = "ds01-demo") -> requests.Session:
+        """A browser-like session logged in to the hub as ``user`` (the demo's password)."""
+        s = requests.Session()
+        r = s.get(f"{self.url}/hub/login", timeout=30)
+        assert r.status_code == 200, r.status_code
+        r = s.post(
+            f"{self.url}/hub/login",
+            data={"username": user, "password": password, "_xsrf": s.cookies.get("_xsrf")},
+            timeout=30,
+        )
+        assert r.status_code == 200 and r.url.endswith("/hub/home"), (r.status_code, r.url)
+        return s
+
     # ---- single-user server ---------------------------------------------------------------------
 
     def server_api(self, method: str, user: str, server: str, path: str, token: str, **kw):

@@ -46,6 +46,11 @@ if os.environ.get("DS01_TEST_CMD"):
     c.DS01Spawner.cmd = json.loads(os.environ["DS01_TEST_CMD"])
 if os.environ.get("DS01_TEST_INVENTORY"):
     c.DS01Spawner.gpu_inventory = os.environ["DS01_TEST_INVENTORY"]
+# Spawn form settings a test may change (JSON).
+if os.environ.get("DS01_TEST_TEMPLATES"):
+    c.DS01Spawner.project_templates = json.loads(os.environ["DS01_TEST_TEMPLATES"])
+if os.environ.get("DS01_TEST_OFFERED_IMAGES"):
+    c.DS01Spawner.offered_images = json.loads(os.environ["DS01_TEST_OFFERED_IMAGES"])
 # the shipped config checked its own settings; check what this file changed, as it would
 from ds01spawner.startup import check_config, configure_services  # noqa: E402
 

@@ -74,3 +74,14 @@ def test_fifo_is_refused(tmp_path):
         write_project_file(tmp_path, "f", "x", UID, GID)
     with pytest.raises(ProjectFileError):
         read_project_file(tmp_path, "f")
+
+
+def test_make_dirs_refuses_links(tmp_path):
+    from ds01spawner.project_files import make_project_dirs
+
+    make_project_dirs(tmp_path, "data/raw", UID, GID)
+    assert (tmp_path / "data" / "raw").is_dir()
+    os.symlink(tmp_path / "data", tmp_path / "models")
+    with pytest.raises(ProjectFileError):
+        make_project_dirs(tmp_path, "models/x", UID, GID)
+    assert not (tmp_path / "data" / "x").exists()

@@ -1,0 +1,242 @@
+"""The hub's home page for DS01: a user's projects and servers, with GPU, times and Retire.
+
+``configure_pages(c)`` (called from jupyterhub_config.py) puts DS01's ``home.html`` in front of
+the hub's templates and gives it ``ds01_home``: a small view object whose ``rows()`` the
+template awaits. The rows are built by ``home_rows``, a pure function of what the hub knows
+(servers), what the disk has (project folders), the GPU inventory and the user's limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from .projects import ProjectInfo, list_projects
+from .workspace import WorkspaceError
+
+HUB_TEMPLATES = Path(__file__).with_name("templates") / "hub"
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What the hub knows about one of the user's servers."""
+
+    name: str  # "" for the default server
+    project: str
+    state: str  # "running", "starting", "stopping", "stopped"
+    url: str
+    started: datetime | None
+    last_activity: datetime | None
+    gpus: tuple[str, ...]  # shown names, e.g. "GPU 1 (NVIDIA A100-SXM4-40GB)"
+
+
+@dataclass(frozen=True)
+class HomeRow:
+    project: str
+    server: str | None  # None: no server record
+    state: str
+    url: str | None
+    launch_url: str
+    gpus: str
+    started: str  # ISO 8601 or ""
+    runtime_left: str
+    idle_left: str
+    warnings: tuple[str, ...]
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("running", "starting")
+
+
+def left(deadline: datetime | None, now: datetime) -> str:
+    """``"2 h 05 min"``, ``"4 min"``, ``"under a minute"``; ``""`` without a deadline."""
+    if deadline is None:
+        return ""
+    seconds = (deadline - now).total_seconds()
+    if seconds <= 60:
+        return "under a minute"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def home_rows(
+    projects: Iterable[ProjectInfo],
+    servers: Iterable[ServerFacts],
+    *,
+    max_runtime_hours: float | None,
+    now: datetime,
+    launch_base: str,
+    culler: Mapping[str, Mapping] | None = None,
+    username: str = "",
+) -> list[HomeRow]:
+    """One row per project folder and per server (a server whose folder is gone still shows).
+
+    Runtime left comes from ``max_runtime``; idle time left and warnings from the culler's
+    state (``"<user>/<server>"`` -> ``{"idle_deadline", "runtime_deadline", "warnings"}``)
+    when a culler runs.
+    """
+    culler = culler or {}
+    by_project: dict[str, ServerFacts] = {}
+    for s in servers:
+        if s.project and (s.project not in by_project or s.state != "stopped"):
+            by_project[s.project] = s
+    names = sorted({p.name for p in projects} | set(by_project))
+    rows = []
+    for name in names:
+        s = by_project.get(name)
+        active = s is not None and s.state in ("running", "starting")
+        runtime_left = idle_left = ""
+        warnings: tuple[str, ...] = ()
+        if active:
+            info = culler.get(f"{username}/{s.name}") or {}
+            deadline = _parse_time(info.get("runtime_deadline"))
+            if deadline is None and max_runtime_hours is not None and s.started is not None:
+                deadline = _aware(s.started) + _hours(max_runtime_hours)
+            runtime_left = left(deadline, now) or "unlimited"
+            idle_left = left(_parse_time(info.get("idle_deadline")), now)
+            warnings = tuple(
+                str(w.get("message", "")) for w in info.get("warnings") or () if w.get("message")
+            )
+        rows.append(
+            HomeRow(
+                project=name,
+                server=s.name if s is not None else None,
+                state=s.state if s is not None else "not running",
+                url=s.url if active else None,
+                launch_url=f"{launch_base}{name}",
+                gpus=", ".join(s.gpus) if active and s.gpus else ("none" if active else ""),
+                started=_aware(s.started).isoformat(timespec="seconds")
+                if active and s.started
+                else "",
+                runtime_left=runtime_left,
+                idle_left=idle_left,
+                warnings=warnings,
+            )
+        )
+    return rows
+
+
+def _hours(h: float) -> timedelta:
+    return timedelta(hours=h)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return _aware(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return None
+
+
+# ---- the hub side ----------------------------------------------------------------------------
+
+
+def _state(spawner) -> str:
+    if spawner.pending == "stop":
+        return "stopping"
+    if spawner.pending:
+        return "starting"
+    if spawner.ready:
+        return "running"
+    return "stopped"
+
+
+class HomeView:
+    """``ds01_home`` in the home page's template: built per request, cheap until awaited."""
+
+    def __init__(self, user, culler_state_file: str = "") -> None:
+        self.user = user
+        self.culler_state_file = culler_state_file
+        self.problems: list[str] = []
+
+    async def rows(self) -> list[HomeRow]:
+        user = self.user
+        default = user.spawner  # DS01Spawner: its traits say where projects live
+        problems = []
+        try:
+            projects = await asyncio.to_thread(
+                list_projects, default.workspace_root, user.name
+            )
+        except WorkspaceError as e:
+            default.log.error("Cannot list projects of user=%s: %s", user.name, e.admin_hint or e)
+            problems.append(str(e))
+            projects = []
+        names = await self._gpu_names(default)
+        servers = []
+        for orm_spawner in user.orm_user._orm_spawners:
+            spawner = user.spawners.get(orm_spawner.name)
+            if spawner is None:
+                continue
+            project = getattr(spawner, "project", "") or orm_spawner.name or ""
+            if not project and not spawner.active:
+                continue
+            servers.append(
+                ServerFacts(
+                    name=orm_spawner.name,
+                    project=project or default.default_project,
+                    state=_state(spawner),
+                    url=user.server_url(orm_spawner.name),
+                    started=orm_spawner.started,
+                    last_activity=orm_spawner.last_activity,
+                    gpus=tuple(names.get(u, u) for u in getattr(spawner, "gpu_uuids", [])),
+                )
+            )
+        try:
+            limits = await default.effective_limits()
+            max_runtime = limits.max_runtime
+        except Exception:  # noqa: BLE001 - the page shows "unlimited"; the spawner logged why
+            max_runtime = None
+        self.problems = problems
+        return home_rows(
+            projects,
+            servers,
+            max_runtime_hours=max_runtime,
+            now=datetime.now(timezone.utc),
+            launch_base=f"{default.hub.base_url}spawn/{user.escaped_name}/",
+            culler=await asyncio.to_thread(read_culler_state, self.culler_state_file),
+            username=user.name,
+        )
+
+    async def _gpu_names(self, spawner) -> dict[str, str]:
+        try:
+            broker = await asyncio.to_thread(spawner._broker)
+            devices = await broker.devices()
+        except Exception:  # noqa: BLE001 - no inventory: show the UUIDs
+            return {}
+        what = "simulated GPU" if broker.simulated else "GPU"
+        return {d.uuid: f"{what} {d.index} ({d.mig_profile or d.name})" for d in devices}
+
+
+def read_culler_state(path: str) -> dict:
+    """The culler's per-server deadlines and warnings ({} when no culler runs)."""
+    if not path:
+        return {}
+    try:
+        from .culler.state import read_for_page  # the culler service, when installed
+    except ImportError:
+        return {}
+    return read_for_page(path)
+
+
+def configure_pages(config: Any, culler_state_file: str = "") -> None:
+    """Use DS01's home page: put its templates first and give it ``ds01_home``."""
+    paths = [p for p in config.JupyterHub.get("template_paths", []) if p != str(HUB_TEMPLATES)]
+    config.JupyterHub.template_paths = [str(HUB_TEMPLATES), *paths]
+    template_vars = dict(config.JupyterHub.get("template_vars", {}))
+
+    def ds01_home(user):
+        return HomeView(user, culler_state_file) if user is not None else None
+
+    template_vars["ds01_home"] = ds01_home
+    config.JupyterHub.template_vars = template_vars
