@@ -43,6 +43,11 @@ class HomeRow:
     launch_url: str
     gpus: str
     started: str  # ISO 8601 or ""
+
+    @property
+    def started_shown(self) -> str:
+        """``2026-11-28 16:57 UTC``."""
+        return self.started[:16].replace("T", " ") + " UTC" if self.started else ""
     runtime_left: str
     idle_left: str
     warnings: tuple[str, ...]

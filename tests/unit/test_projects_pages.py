@@ -166,3 +166,15 @@ def test_home_rows_without_limits_or_culler():
     assert [(r.project, r.runtime_left, r.idle_left, r.gpus) for r in rows] == [
         ("default", "unlimited", "", "none")
     ]
+
+
+def test_started_is_shown_in_utc_minutes():
+    rows = home_rows(
+        [],
+        [server("x", "x", started_ago=timedelta(minutes=90))],
+        max_runtime_hours=None,
+        now=NOW,
+        launch_base="/hub/spawn/alice/",
+    )
+    assert rows[0].started == "2026-11-28T10:30:00+00:00"
+    assert rows[0].started_shown == "2026-11-28 10:30 UTC"
