@@ -58,7 +58,6 @@ c.JupyterHub.default_url = "/hub/home"
 c.JupyterHub.named_server_limit_per_user = 0  # PRODUCTION: limits come from the DS01 limits file
 # Servers keep running across hub restarts; the spawner finds them again from its state.
 c.JupyterHub.cleanup_servers = False
-c.Spawner.start_timeout = 120
 c.JupyterHub.spawner_class = "ds01"
 
 # ---- the DS01 spawner (see docs/configuration.md for every setting) ----
@@ -91,6 +90,12 @@ else:
     ]
     c.DS01Spawner.simulated_gpu_state_file = os.path.join(state_dir, "simulated-gpus.json")
 c.DS01Spawner.default_gpus = 1
+# A launch that finds no free GPU waits up to 15 min in a fair queue, its place in line shown on
+# the progress page (docs/gpus.md); 0 turns the queue off (immediate HTTP 429). start_timeout
+# must cover the wait: the hub refuses to start otherwise.
+c.DS01Spawner.gpu_queue_timeout = 15 * 60
+c.DS01Spawner.gpu_queue_file = os.path.join(state_dir, "gpu-queue.json")
+c.Spawner.start_timeout = c.DS01Spawner.gpu_queue_timeout + 120
 
 # ---- limits ----
 # Per-user and per-group limits, checked at every launch. The demo uses the commented example.

@@ -2,6 +2,8 @@
 
     GET /services/ds01-limits/api/limits            the caller's limits, their sources, and use
     GET /services/ds01-limits/api/limits?user=bob   someone else's (hub admins only)
+    GET /services/ds01-limits/api/queue             the GPU queue: everyone for hub admins,
+                                                    the caller's own places for others
 
 Authenticated with the caller's hub token (``Authorization: token ...``) or hub login cookie.
 Limits come from the same file and the same resolution as the spawner's, and "what I use now"
@@ -99,6 +101,39 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         return json.loads(r.body)
 
 
+class QueueAPI(LimitsAPI):
+    """The GPU queue the hub publishes (``DS01Spawner.gpu_queue_file``)."""
+
+    def initialize(self, queue_file: str, **kw) -> None:
+        super().initialize(**kw)
+        self.queue_file = queue_file
+
+    @web.authenticated
+    async def get(self) -> None:
+        caller = self.current_user["name"]
+        admin = bool((await self.hub_user(caller)).get("admin"))
+        waiting: list[dict] = []
+        updated = None
+        if self.queue_file:
+            try:
+                with open(self.queue_file) as f:
+                    published = json.load(f)
+                waiting, updated = published.get("waiting", []), published.get("updated")
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError) as e:
+                raise web.HTTPError(503, "The GPU queue cannot be read right now.") from e
+        shown = waiting if admin else [w for w in waiting if w.get("user") == caller]
+        body = {
+            "enabled": bool(self.queue_file),
+            "updated": updated,
+            "waiting_total": len(waiting),
+            "waiting": shown,
+        }
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+
 class Engine:
     """The Docker engine, connected at first use: the service must start (and keep the hub
     up: JupyterHub stops when a managed service dies) while the engine is down."""
@@ -128,6 +163,11 @@ def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
     return web.Application(
         [
             (url_path_join(service_prefix, "api/limits"), LimitsAPI, args),
+            (
+                url_path_join(service_prefix, "api/queue"),
+                QueueAPI,
+                {**args, "queue_file": os.environ.get("DS01_GPU_QUEUE_FILE", "")},
+            ),
             (url_path_join(service_prefix, "oauth_callback"), HubOAuthCallbackHandler),
         ],
         cookie_secret=os.urandom(32),

@@ -32,6 +32,7 @@ class ServerFacts:
     started: datetime | None
     last_activity: datetime | None
     gpus: tuple[str, ...]  # shown names, e.g. "GPU 1 (NVIDIA A100-SXM4-40GB)"
+    note: str = ""  # e.g. "Waiting for a GPU: 2nd in line (4 of 4 GPUs busy)"
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,11 @@ class HomeRow:
     def started_shown(self) -> str:
         """``2026-11-28 16:57 UTC``."""
         return self.started[:16].replace("T", " ") + " UTC" if self.started else ""
+
     runtime_left: str
     idle_left: str
     warnings: tuple[str, ...]
+    note: str = ""
 
     @property
     def active(self) -> bool:
@@ -122,6 +125,7 @@ def home_rows(
                 runtime_left=runtime_left,
                 idle_left=idle_left,
                 warnings=warnings,
+                note=s.note if s is not None and s.state == "starting" else "",
             )
         )
     return rows
@@ -170,9 +174,7 @@ class HomeView:
         default = user.spawner  # DS01Spawner: its traits say where projects live
         problems = []
         try:
-            projects = await asyncio.to_thread(
-                list_projects, default.workspace_root, user.name
-            )
+            projects = await asyncio.to_thread(list_projects, default.workspace_root, user.name)
         except WorkspaceError as e:
             default.log.error("Cannot list projects of user=%s: %s", user.name, e.admin_hint or e)
             problems.append(str(e))
@@ -195,6 +197,7 @@ class HomeView:
                     started=orm_spawner.started,
                     last_activity=orm_spawner.last_activity,
                     gpus=tuple(names.get(u, u) for u in getattr(spawner, "gpu_uuids", [])),
+                    note=getattr(spawner, "_last_position", "") if spawner.pending else "",
                 )
             )
         try:

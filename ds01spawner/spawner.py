@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import docker
 from dockerspawner import DockerSpawner
-from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode, default, validate
 
 from .container_spec import HOST_NETWORK, ServerSpec, SpecError, build_container_spec
 from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
@@ -186,6 +186,39 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
         """,
     ).tag(config=True)
 
+    gpu_queue_timeout = Int(
+        0,
+        min=0,
+        help="""Seconds a launch that finds no free GPU waits in the queue for one.
+
+        The progress page shows its place in line ("Waiting for a GPU: 2nd in line (4 of 4
+        GPUs busy)"); docs/gpus.md has the order rule. ``0``: no queue, such a launch is refused
+        at once with HTTP 429. The hub refuses to start when ``start_timeout`` is shorter than
+        this plus ``http_timeout`` (it would kill launches that wait legitimately).
+        Default: ``0``. Example: ``c.DS01Spawner.gpu_queue_timeout = 3600``.
+        """,
+    ).tag(config=True)
+
+    gpu_queue_recheck_seconds = Float(
+        5.0,
+        min=0.1,
+        help="""Seconds between two looks at the GPUs while launches wait, besides the moments a
+        DS01 server is retired (which wake the queue at once). Catches devices freed outside
+        DS01 (a CUDA process on the host ending, a container removed by hand).
+        Default: ``5.0``. Example: ``c.DS01Spawner.gpu_queue_recheck_seconds = 2``.
+        """,
+    ).tag(config=True)
+
+    gpu_queue_file = Unicode(
+        "",
+        help="""JSON file where the hub publishes its GPU queue (who waits for what, since
+        when) for the ``ds01-limits`` service's ``/api/queue`` and the admin view.
+
+        Default: ``""`` (not published). Example:
+        ``c.DS01Spawner.gpu_queue_file = "/var/lib/ds01/gpu-queue.json"``.
+        """,
+    ).tag(config=True)
+
     limits_file = Unicode(
         "",
         help="""YAML file with per-user and per-group limits (docs/limits.md).
@@ -238,16 +271,18 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
 
         Paths are relative to the project folder; ``{project}`` and ``{base_image}`` in file
         contents are replaced. Files are created owned by the user and never overwrite
-        anything. Default: ``empty`` (nothing) and ``python-ml`` (``data/``, ``models/``,
-        ``notebooks/``, ``outputs/``, a starter ``Dockerfile`` from ``image``, a README).
-        Example: ``c.DS01Spawner.project_templates = {"empty": {"description": "An empty
+        anything. Your dict replaces DS01's templates.
+        Default: ``{}``, meaning DS01's own: ``empty`` (nothing) and ``python-ml`` (``data/``,
+        ``models/``, ``notebooks/``, ``outputs/``, a starter ``Dockerfile`` from ``image``, a
+        README). Example: ``c.DS01Spawner.project_templates = {"empty": {"description": "An empty
         folder."}, "course": {"description": "ML course", "files": {"README.md": "# {project}"}}}``.
         """,
     ).tag(config=True)
 
-    @default("project_templates")
-    def _default_templates(self) -> dict:
-        return dict(BUILTIN_TEMPLATES)
+    @property
+    def templates(self) -> dict:
+        """The templates of new projects in force (``project_templates`` or DS01's own)."""
+        return self.project_templates or BUILTIN_TEMPLATES
 
     @validate("project_templates")
     def _valid_templates(self, proposal) -> dict:
@@ -501,7 +536,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
             written = await asyncio.to_thread(
                 apply_template,
                 project_dir,
-                self.project_templates[template],
+                self.templates[template],
                 ident.uid,
                 ident.gid,
                 {"project": self.project, "base_image": self._configured_image},
@@ -607,6 +642,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
         self.object_id = ""
         self.gpu_uuids = []
         self._release_port()
+        self.gpu_queue().changed()
 
     async def pull_image(self, image: str) -> None:
         """Check the image exists locally; DS01 never pulls from a registry at spawn."""
@@ -708,6 +744,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
             self.log.error("Could not remove dead container %s: %s", self.object_name, e)
             self.pending_removal.add(self.object_id or self.object_name)
         self._release_port()
+        self.gpu_queue().changed()
         return status
 
     async def _output_tail(self, lines: int = 20) -> str:
@@ -734,6 +771,12 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
         )
 
     async def stop(self, now: bool = False) -> None:
+        if self.gpu_queue().cancel(self.user.name, self.name):
+            self.log.info(
+                "Stopped the launch of user=%s project=%s while it waited for a GPU",
+                self.user.name,
+                self.project or "?",
+            )
         grace = 1 if now else self.stop_grace_seconds
         self.log.info(
             "Retiring server user=%s project=%s container=%s (grace %ss)",
@@ -764,3 +807,4 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
         self._release_port()
         self.object_id = ""
         self.clear_state()
+        self.gpu_queue().changed()  # a device may be free: the next waiter's turn

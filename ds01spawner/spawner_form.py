@@ -8,6 +8,7 @@ limit steps). The rules are the pure functions of ``form``; this module gathers 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import jinja2
@@ -63,7 +64,7 @@ class FormSteps:
                 self.user_options,
                 server_name=self.name,
                 default_project=self.default_project,
-                templates=self.project_templates,
+                templates=self.templates,
                 offered_images=self.offered_images,
             )
         except OptionsError as e:
@@ -111,7 +112,12 @@ class FormSteps:
         taken = set(held) | busy_outside(usage, held)
         used = usage_of(self.user.name, containers).gpu_equivalents
         default = self.default_gpus if devices else 0
-        return gpu_offer(devices, taken, limits, used, default)
+        offer = gpu_offer(devices, taken, limits, used, default)
+        waiting = len(self.gpu_queue())
+        if waiting:
+            people = "person waits" if waiting == 1 else "people wait"
+            offer = replace(offer, summary=f"{offer.summary} · {waiting} {people} for a GPU")
+        return offer
 
     async def render_options_form(self) -> str:
         """The spawn form of this server (the default server's offers every project)."""
@@ -162,7 +168,7 @@ class FormSteps:
             new_value=NEW_PROJECT,
             templates=[
                 {"name": n, "description": t.get("description", "")}
-                for n, t in self.project_templates.items()
+                for n, t in self.templates.items()
             ],
             gpu=offer,
             images=[{"ref": r, "description": d} for r, d in self.offered_images.items()],

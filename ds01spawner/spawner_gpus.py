@@ -7,16 +7,19 @@ that spawner.py stays the orchestration of start/stop/poll.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timezone
 
 from jupyterhub import orm
 
 from .errors import DOCKER_ERRORS, GPU_INVENTORY_DOWN_MESSAGE, user_error
 from .gpus import InventoryError
-from .gpus.allocator import GpuRequest, NoFit, RequestError, equivalents
+from .gpus.allocator import GpuRequest, NoFit, RequestError, busy_outside, candidates, equivalents
+from .gpus.allocator import noun as device_noun
 from .gpus.broker import GpuBroker, broker_for
 from .gpus.model import Device
-from .gpus.table import hub_containers_filter
+from .gpus.queue import AlreadyWaiting, GpuQueue, QueueCancelled, Waiter, ordinal, plan
+from .gpus.table import holders, hub_containers_filter
 from .names import hub_id
 from .quota import LimitRefused, check_gpu_equivalents, check_servers, usage_of
 
@@ -33,6 +36,13 @@ class GpuSteps:
     #: allocation, so they cannot keep their GPUs after Docker recovers
     pending_removal: set[str] = set()
     _alloc_lock: asyncio.Lock | None = None
+    _queue: GpuQueue | None = None
+
+    def gpu_queue(self) -> GpuQueue:
+        """The hub's queue of launches waiting for a device (one per hub process)."""
+        if GpuSteps._queue is None:
+            GpuSteps._queue = GpuQueue(getattr(self, "gpu_queue_file", ""))
+        return GpuSteps._queue
 
     @classmethod
     def _allocation_lock(cls) -> asyncio.Lock:
@@ -117,35 +127,6 @@ class GpuSteps:
                 kept.append(c)
         return kept
 
-    def _assign_gpus(self, containers: list[dict], snapshot) -> list[Device]:
-        broker, request = self._gpu_broker, self._gpu_request
-        if broker is None or not request.wants_gpu:
-            return []
-        try:
-            devices = broker.choose(request, containers, *snapshot)
-        except NoFit as e:
-            self.log.warning(
-                "No GPU for user=%s project=%s (asked %s %s): %s",
-                self.user.name,
-                self.project,
-                request.count,
-                request.gpu_type,
-                e,
-            )
-            raise user_error(429, str(e)) from e
-        self.gpu_uuids = [d.uuid for d in devices]
-        what = "simulated GPU" if broker.simulated else "GPU"
-        shown = ", ".join(f"{d.index} ({d.mig_profile or d.name})" for d in devices)
-        self.log.info(
-            "Assigned %s %s to user=%s project=%s",
-            what,
-            ", ".join(self.gpu_uuids),
-            self.user.name,
-            self.project,
-        )
-        self.progress_log.emit(35, f"Assigned {what} {shown}")
-        return devices
-
     async def _retry_removals(self) -> None:
         for target in sorted(GpuSteps.pending_removal):
             try:
@@ -161,24 +142,154 @@ class GpuSteps:
         """The hub-wide atomic step: choose devices and create the container under one lock.
 
         Only what must be atomic is under the lock: listing the containers (the table), the
-        decision and the create. The inventory is read before it.
+        decision and the create. The inventory is read before it. With ``gpu_queue_timeout``
+        above 0 a launch that finds no free device waits in the queue (gpus/queue.py) and is
+        served, under the same lock, when devices free up.
         """
         broker, request = self._gpu_broker, self._gpu_request
-        snapshot = ([], {})
-        if broker is not None and request.wants_gpu:
-            snapshot = await broker.snapshot()
-        async with self._allocation_lock():
-            await self._retry_removals()
-            containers = await self._ds01_containers()
-            if not GpuSteps._orphans_swept:
-                containers = await self._sweep_orphans(containers)
-                GpuSteps._orphans_swept = True
-            usage = usage_of(self.user.name, containers, exclude_server=self.name)
+        wants = broker is not None and request.wants_gpu
+        queue = self.gpu_queue() if wants and self.gpu_queue_timeout > 0 else None
+        snapshot = await broker.snapshot() if wants else ([], {})
+        waiter: Waiter | None = None
+        deadline = time.monotonic() + self.gpu_queue_timeout
+        try:
+            while True:
+                async with self._allocation_lock():
+                    await self._retry_removals()
+                    containers = await self._ds01_containers()
+                    if not GpuSteps._orphans_swept:
+                        containers = await self._sweep_orphans(containers)
+                        GpuSteps._orphans_swept = True
+                    usage = usage_of(self.user.name, containers, exclude_server=self.name)
+                    try:
+                        check_servers(usage, self._limits)
+                        if queue is not None and waiter is None and len(queue):
+                            waiter = self._join_queue(queue)  # never jump the line
+                        devices = self._assign_gpus(containers, snapshot, waiter, queue)
+                        if devices is not None:
+                            check_gpu_equivalents(usage, equivalents(devices), self._limits)
+                    except LimitRefused as e:
+                        self.gpu_uuids = []
+                        self.refuse(e)
+                    if devices is not None:
+                        if waiter is not None:
+                            queue.leave(waiter)
+                            waiter = None
+                        return await create(devices)
+                    if waiter is None:
+                        waiter = self._join_queue(queue)
+                    seen = queue.version
+                    self._report_position(queue, waiter, containers, snapshot)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._queue_timed_out(queue, waiter)
+                await queue.wait(waiter, seen, min(left, self.gpu_queue_recheck_seconds))
+                snapshot = await broker.snapshot()  # devices may have freed outside DS01 too
+        except QueueCancelled:
+            self.log.info(
+                "Launch of user=%s project=%s left the GPU queue (stopped while waiting)",
+                self.user.name,
+                self.project,
+            )
+            raise
+        finally:
+            if waiter is not None:
+                queue.leave(waiter)
+
+    def _join_queue(self, queue: GpuQueue) -> Waiter:
+        try:
+            waiter = queue.join(self.user.name, self.name, self.project, self._gpu_request)
+        except AlreadyWaiting as e:
+            raise user_error(409, f"Project '{self.project}' is already waiting for a GPU.") from e
+        self._waiter = waiter
+        self.log.info(
+            "user=%s project=%s waits for %s %s GPU(s): position %d",
+            self.user.name,
+            self.project,
+            self._gpu_request.count,
+            self._gpu_request.gpu_type,
+            queue.position(waiter),
+        )
+        return waiter
+
+    def _report_position(self, queue: GpuQueue, waiter: Waiter, containers, snapshot) -> None:
+        devices, usage = snapshot
+        held = holders(containers)
+        taken = set(held) | busy_outside(usage, held)
+        pool = candidates(self._gpu_request, devices)
+        busy = sum(1 for d in pool if d.uuid in taken)
+        what = device_noun(self._gpu_request, devices, len(pool), self._gpu_broker.simulated)
+        text = (
+            f"Waiting for a GPU: {ordinal(queue.position(waiter))} in line "
+            f"({busy} of {len(pool)} {what} busy)"
+        )
+        if text != getattr(self, "_last_position", ""):
+            self._last_position = text
+            self.progress_log.emit(30, text)
+
+    def _queue_timed_out(self, queue: GpuQueue, waiter: Waiter) -> None:
+        waited = time.time() - waiter.joined
+        position = queue.position(waiter)
+        queue.leave(waiter)
+        self.log.warning(
+            "user=%s project=%s waited %.0f s for a GPU (position %d) and gave up",
+            self.user.name,
+            self.project,
+            waited,
+            position,
+        )
+        minutes, seconds = divmod(int(waited), 60)
+        raise user_error(
+            429,
+            f"No GPU became free in {minutes} min {seconds:02d} s of waiting (you were "
+            f"{ordinal(position)} in line). Your files are safe. Try again later, or launch "
+            f"without a GPU.",
+        )
+
+    def _assign_gpus(
+        self, containers: list[dict], snapshot, waiter: Waiter | None, queue: GpuQueue | None
+    ) -> list[Device] | None:
+        """The devices for this launch, or None when it must wait in the queue.
+
+        Without a queue (or with nobody waiting and this launch not in it) a launch that finds
+        no device is refused (429).
+        """
+        broker, request = self._gpu_broker, self._gpu_request
+        if broker is None or not request.wants_gpu:
+            return []
+        if waiter is None:
             try:
-                check_servers(usage, self._limits)
-                devices = self._assign_gpus(containers, snapshot)
-                check_gpu_equivalents(usage, equivalents(devices), self._limits)
-            except LimitRefused as e:
-                self.gpu_uuids = []
-                self.refuse(e)
-            return await create(devices)
+                devices = broker.choose(request, containers, *snapshot)
+            except NoFit as e:
+                if queue is not None:
+                    return None
+                self.log.warning(
+                    "No GPU for user=%s project=%s (asked %s %s): %s",
+                    self.user.name,
+                    self.project,
+                    request.count,
+                    request.gpu_type,
+                    e,
+                )
+                raise user_error(429, str(e)) from e
+        else:
+            all_devices, usage = snapshot
+            held = holders(containers)
+            taken = set(held) | busy_outside(usage, held)
+            devices = plan(queue.waiters, all_devices, taken).served.get(waiter.id)
+            if devices is None:
+                return None
+        self.gpu_uuids = [d.uuid for d in devices]
+        self._last_position = ""
+        what = "simulated GPU" if broker.simulated else "GPU"
+        shown = ", ".join(f"{d.index} ({d.mig_profile or d.name})" for d in devices)
+        self.log.info(
+            "Assigned %s %s to user=%s project=%s%s",
+            what,
+            ", ".join(self.gpu_uuids),
+            self.user.name,
+            self.project,
+            f" after {time.time() - waiter.joined:.1f} s in the queue" if waiter else "",
+        )
+        self.progress_log.emit(35, f"Assigned {what} {shown}")
+        return devices

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from .gpus import InventoryError, make_inventory
+from .gpus.queue import GpuQueue
 from .limits import LimitsError
 
 log = logging.getLogger("ds01spawner")
@@ -28,6 +29,11 @@ def check_config(config: Any) -> None:
     why); ``nvml`` must initialise and ``simulated`` must have a valid list.
     """
     section = config.get("DS01Spawner", {})
+    check_timeouts(config)
+    if section.get("gpu_queue_file"):
+        # This hub process starts with nobody waiting: launches that waited in a previous one
+        # ended with it (JupyterHub finds them without a container and marks them stopped).
+        GpuQueue(section["gpu_queue_file"])
     limits_file = section.get("limits_file", "")
     if limits_file:
         from .spawner_limits import limits_store
@@ -51,6 +57,35 @@ def check_config(config: Any) -> None:
     inventory.close()
 
 
+def _setting(config: Any, name: str, default: float) -> float:
+    """A spawner setting as the hub resolves it: DS01Spawner, then DockerSpawner, then Spawner."""
+    for section in ("DS01Spawner", "DockerSpawner", "Spawner"):
+        if name in config.get(section, {}):
+            return float(config[section][name])
+    return default
+
+
+def check_timeouts(config: Any) -> None:
+    """Refuse a ``start_timeout`` that would kill launches waiting legitimately for a GPU.
+
+    JupyterHub gives up on a start after ``start_timeout`` seconds, whatever the spawner is
+    doing; a launch may wait ``gpu_queue_timeout`` in the GPU queue and then take up to
+    ``http_timeout`` to answer.
+    """
+    queue = _setting(config, "gpu_queue_timeout", 0)
+    if queue <= 0:
+        return
+    start = _setting(config, "start_timeout", 60)
+    http = _setting(config, "http_timeout", 30)
+    need = queue + http
+    if start < need:
+        raise ConfigCheckError(
+            f"DS01: c.Spawner.start_timeout ({start:g} s) is shorter than "
+            f"gpu_queue_timeout ({queue:g} s) + http_timeout ({http:g} s): the hub would kill "
+            f"launches that wait for a GPU. Set c.Spawner.start_timeout = {int(need) + 60}."
+        )
+
+
 def configure_services(config: Any, port: int) -> None:
     """Register the ``ds01-limits`` service (the ``check limits`` JSON API) on ``port``.
 
@@ -64,6 +99,7 @@ def configure_services(config: Any, port: int) -> None:
         "DS01_LIMITS_FILE": section.get("limits_file", ""),
         "DS01_CONTAINER_PREFIX": section.get("prefix", "ds01"),
         "DS01_LIMITS_UNIX_GROUPS": "1" if section.get("limits_include_unix_groups") else "",
+        "DS01_GPU_QUEUE_FILE": section.get("gpu_queue_file", ""),
     }
     client_kwargs = section.get("client_kwargs", {})
     if client_kwargs.get("base_url"):

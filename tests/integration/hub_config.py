@@ -46,6 +46,10 @@ if os.environ.get("DS01_TEST_CMD"):
     c.DS01Spawner.cmd = json.loads(os.environ["DS01_TEST_CMD"])
 if os.environ.get("DS01_TEST_INVENTORY"):
     c.DS01Spawner.gpu_inventory = os.environ["DS01_TEST_INVENTORY"]
+# The GPU queue: off unless a test sets its timeout (seconds); start_timeout kept consistent.
+c.DS01Spawner.gpu_queue_timeout = int(os.environ.get("DS01_TEST_GPU_QUEUE", "0"))
+c.DS01Spawner.gpu_queue_recheck_seconds = 1
+c.Spawner.start_timeout = c.DS01Spawner.gpu_queue_timeout + 120
 # Spawn form settings a test may change (JSON).
 if os.environ.get("DS01_TEST_TEMPLATES"):
     c.DS01Spawner.project_templates = json.loads(os.environ["DS01_TEST_TEMPLATES"])

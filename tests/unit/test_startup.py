@@ -36,3 +36,23 @@ def test_a_broken_simulated_list_stops_the_hub_with_the_item_named():
 def test_nvml_without_a_driver_stops_the_hub():
     with pytest.raises(ConfigCheckError, match="'nvml' cannot start: NVML could not"):
         check_config(config(gpu_inventory="nvml"))
+
+
+def test_a_start_timeout_shorter_than_the_gpu_queue_stops_the_hub():
+    c = config(gpu_queue_timeout=600)
+    c.Spawner.start_timeout = 120
+    with pytest.raises(ConfigCheckError) as e:
+        check_config(c)
+    assert "start_timeout (120 s) is shorter than gpu_queue_timeout (600 s)" in str(e.value)
+    assert "c.Spawner.start_timeout = 690" in str(e.value)
+    c.Spawner.start_timeout = 690
+    check_config(c)  # consistent now
+    c.DS01Spawner.http_timeout = 100  # the most specific section wins
+    with pytest.raises(ConfigCheckError):
+        check_config(c)
+
+
+def test_no_queue_no_timeout_check():
+    c = config(gpu_queue_timeout=0)
+    c.Spawner.start_timeout = 5
+    check_config(c)
