@@ -4,6 +4,8 @@
     GET /services/ds01-limits/api/limits?user=bob   someone else's (hub admins only)
     GET /services/ds01-limits/api/queue             the GPU queue: everyone for hub admins,
                                                     the caller's own places for others
+    GET|POST /services/ds01-limits/api/projects     the caller's projects; create one
+                                                    (projects_api.py)
 
 Authenticated with the caller's hub token (``Authorization: token ...``) or hub login cookie.
 Limits come from the same file and the same resolution as the spawner's, and "what I use now"
@@ -27,6 +29,7 @@ from tornado import httpclient, ioloop, web
 from .errors import DOCKER_ERRORS
 from .gpus.table import hub_containers_filter
 from .limits import KEYS, LimitsError, explain, format_limit
+from .projects_api import ProjectsAPI, spawner_settings
 from .quota import usage_of
 from .spawner_limits import limits_store, unix_groups
 
@@ -134,6 +137,10 @@ class QueueAPI(LimitsAPI):
         self.finish(json.dumps(body))
 
 
+class ProjectsHandler(ProjectsAPI, LimitsAPI):
+    """GET/POST /api/projects (projects_api.py) with this service's authentication."""
+
+
 class Engine:
     """The Docker engine, connected at first use: the service must start (and keep the hub
     up: JupyterHub stops when a managed service dies) while the engine is down."""
@@ -167,6 +174,11 @@ def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
                 url_path_join(service_prefix, "api/queue"),
                 QueueAPI,
                 {**args, "queue_file": os.environ.get("DS01_GPU_QUEUE_FILE", "")},
+            ),
+            (
+                url_path_join(service_prefix, "api/projects"),
+                ProjectsHandler,
+                {**args, "settings": spawner_settings()},
             ),
             (url_path_join(service_prefix, "oauth_callback"), HubOAuthCallbackHandler),
         ],

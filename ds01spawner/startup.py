@@ -7,12 +7,14 @@ instead of failing at the first launch.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from .gpus import InventoryError, make_inventory
 from .gpus.queue import GpuQueue
 from .limits import LimitsError
+from .projects_api import SETTING_DEFAULTS, SETTINGS_ENV
 
 log = logging.getLogger("ds01spawner")
 
@@ -100,6 +102,9 @@ def configure_services(config: Any, port: int) -> None:
         "DS01_CONTAINER_PREFIX": section.get("prefix", "ds01"),
         "DS01_LIMITS_UNIX_GROUPS": "1" if section.get("limits_include_unix_groups") else "",
         "DS01_GPU_QUEUE_FILE": section.get("gpu_queue_file", ""),
+        SETTINGS_ENV: json.dumps(
+            {key: section[key] for key in SETTING_DEFAULTS if key in section}, default=str
+        ),
     }
     client_kwargs = section.get("client_kwargs", {})
     if client_kwargs.get("base_url"):
