@@ -85,14 +85,15 @@ if {trace!r}:
 
     @functools.wraps(_listing)
     async def _traced(self):
+        t0 = time.time()
         try:
             return await _listing(self)
         finally:
-            self.log.info("ds01qbench-ps user=%s t=%.6f", self.user.name, time.time())
+            self.log.info("ds01qbench-ps user=%s t0=%.6f t=%.6f", self.user.name, t0, time.time())
 
     DS01Spawner._ds01_containers = _traced
 """
-_PS = re.compile(r"ds01qbench-ps user=\S+ t=([\d.]+)")
+_PS = re.compile(r"ds01qbench-ps user=\S+ t0=([\d.]+) t=([\d.]+)")
 
 VARIANTS = {
     "queue": "queue: waits in line",
@@ -180,13 +181,21 @@ class BenchHub(Hub):
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.proc.pid)
 
-    def listings_between(self, e0: float, e1: float) -> int:
-        """The spawner's docker ps -a listings logged between two epoch times."""
+    def listings_between(self, e0: float, e1: float) -> list[tuple[float, float]]:
+        """(start, end) epoch times of the spawner's docker ps -a listings that ended between
+        e0 and e1 (from the trace lines)."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
-            return 0
-        return sum(1 for m in _PS.finditer(text) if e0 <= float(m[1]) <= e1)
+            return []
+        spans = [(float(m[1]), float(m[2])) for m in _PS.finditer(text)]
+        return sorted((a, b) for a, b in spans if e0 <= b <= e1)
+
+
+def lock_use(spans: list[tuple[float, float]], e0: float, e1: float) -> float:
+    """Share of [e0, e1] during which a listing ran. Listings run under the hub's allocation
+    lock, one at a time, so this is a lower bound of the time the lock was held."""
+    return sum(min(b, e1) - max(a, e0) for a, b in spans if b > e0 and a < e1) / (e1 - e0)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -234,8 +243,11 @@ class Window:
             except OSError:
                 pass
         time.sleep(0.3)  # let the last trace lines reach the log file
-        out["listings"] = self.hub.listings_between(self.e0, e1)
-        out["listings_per_s"] = out["listings"] / wall
+        spans = self.hub.listings_between(self.e0, e1)
+        out["listings"] = len(spans)
+        out["listings_per_s"] = len(spans) / wall
+        out["lock_pct"] = 100 * lock_use(spans, self.e0, e1)
+        out["listing_ms"] = 1000 * statistics.median(b - a for a, b in spans) if spans else None
         return out
 
 
@@ -372,6 +384,9 @@ def retire_and_time(
     info = client.api.inspect_container(hub.container(user))
     created = docker_time(info.get("Created"))
     started = docker_time(info.get("State", {}).get("StartedAt"))
+    # other launches' listings between the DELETE and this launch's create: the queue's waiters
+    # that took the allocation lock before the one that was served
+    before = [s for s in hub.listings_between(e_del, created or 0) if s[0] >= e_del]
     destroyed = None
     for ev in client.api.events(
         since=int(e_del) - 1,
@@ -390,6 +405,7 @@ def retire_and_time(
         "accepted_sent_s": (waiter.sent_at - t0) if getattr(waiter, "sent_at", None) else None,
         "destroy_before_answer_s": e0 - destroyed if destroyed else None,
         "tries": waiter.tries,
+        "listings_before": max(0, len(before) - 1),  # minus the served launch's own
         "freed_device_reused": info["Config"]["Labels"].get("ds01.gpus") == freed,
     }
 
@@ -431,7 +447,8 @@ def print_release(rows: list[dict], drain: list[dict], waiters: int) -> None:
     )
     print(
         f"   {'variant':<34} {'n':>2}   {'started min':>11} {'median':>6} {'max':>6}   "
-        f"{'ready min':>9} {'median':>6} {'max':>6}   {'created':>7} {'tries':>5}"
+        f"{'ready min':>9} {'median':>6} {'max':>6}   {'created':>7} {'tries':>5} "
+        f"{'ps before':>9}"
     )
     groups = [(VARIANTS[v], [r for r in rows if r["variant"] == v]) for v in VARIANTS]
     if drain:
@@ -442,18 +459,22 @@ def print_release(rows: list[dict], drain: list[dict], waiters: int) -> None:
         st = stats([r["started_s"] for r in rs if r["started_s"] is not None])
         rd = stats([r["ready_s"] for r in rs])
         cr = [r["created_s"] for r in rs if r["created_s"] is not None]
+        queued = rs[0]["variant"] in ("queue", "drain")
+        before = statistics.median(r["listings_before"] for r in rs) if queued else None
         print(
             f"   {label:<34} {len(rs):>2}   {fmt(st.get('min'), 11)} {fmt(st.get('median'), 6)} "
             f"{fmt(st.get('max'), 6)}   {fmt(rd.get('min'), 9)} {fmt(rd.get('median'), 6)} "
             f"{fmt(rd.get('max'), 6)}   {fmt(statistics.median(cr) if cr else None)} "
-            f"{statistics.median(r['tries'] for r in rs):>5g}"
+            f"{statistics.median(r['tries'] for r in rs):>5g} "
+            f"{before if before is not None else '-':>9}"
         )
     everything = rows + drain
     dl = [r["delete_s"] for r in everything]
     gone = [r["destroy_before_answer_s"] for r in everything if r["destroy_before_answer_s"]]
     reused = sum(1 for r in everything if r["freed_device_reused"])
     print(
-        f"   (created = median, container created; tries = median POSTs per launch. The DELETE "
+        f"   (created = median, container created; tries = median POSTs per launch; ps before = "
+        f"median listings of other waiters\n   between the DELETE and the create. The DELETE "
         f"took {statistics.median(dl):.2f} s median;\n   Docker's 'destroy' event of the freed "
         f"container came {statistics.median(gone) if gone else float('nan'):.2f} s median before "
         f"its answer. The next launch got the freed device in {reused} of {len(everything)}.)"
@@ -497,9 +518,8 @@ def idle_window(hub: BenchHub, seconds: float, dockerd: int | None) -> dict:
 def join_waiters(
     hub: BenchHub, users: list[str], timeout: float, dockerd: int | None, stagger: float
 ) -> dict:
-    """Launch ``users`` (4 GPUs held: each waits); until the queue API lists all of them."""
-    for u in users:
-        hub.ensure_user(u)
+    """Launch ``users`` (4 GPUs held: each waits); until the queue API lists all of them, and
+    the hub's CPU and listings until all POSTs were answered (202 after slow_spawn_timeout)."""
     hub.queue()  # the admin token, before the clock
 
     def post(u: str) -> int:
@@ -523,8 +543,8 @@ def join_waiters(
             interval=0.2,
         )
         joined_s = time.monotonic() - t0
-        stat = window.close()
         answers = [f.result(timeout) for f in futures]  # 202 once slow_spawn_timeout (10 s) passed
+        stat = window.close()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     if sorted(w["user"] for w in queued) != sorted(users) or set(answers) != {202}:
@@ -542,6 +562,9 @@ def waiting_part(
 ) -> dict:
     user = hub.running[-1]
     out: dict = {"recheck_s": args.recheck, "waiters": args.waiters}
+    users = [f"wait{i:02d}" for i in range(1, args.waiters + 1)]
+    for u in users:  # the same users in both cases (GET /hub/api/users lists them all)
+        hub.ensure_user(u)
     print("table 2: 0 waiting ...", flush=True)
     if hub.queue():
         raise RuntimeError(f"the queue is not empty: {hub.queue()}")
@@ -550,7 +573,6 @@ def waiting_part(
         "idle": idle_window(hub, args.idle_seconds, dockerd),
     }
     print(f"table 2: {args.waiters} launches join the queue ...", flush=True)
-    users = [f"wait{i:02d}" for i in range(1, args.waiters + 1)]
     out["join"] = join_waiters(hub, users, timeout, dockerd, args.stagger)
     queued = hub.queue()
     if len(queued) != args.waiters:
@@ -590,20 +612,22 @@ def print_waiting(p2: dict) -> None:
     print()
     print(
         f"2. The hub while launches wait: 4 simulated A100s held; 0, then {n} launches in the "
-        f"queue (recheck every {p2['recheck_s']:g} s);\n   sequential requests interleaved "
+        f"queue (recheck every {p2['recheck_s']:g} s);\n   sequential requests, interleaved "
         "(ms); hub CPU = the jupyterhub process, % of one core; dockerd = the whole engine,\n"
-        "   shared with anything else on it; ps -a/s = the spawner's docker ps -a listings per "
-        "second"
+        "   shared with anything else on it; ps/s = the spawner's docker ps -a listings per "
+        "second; lock = share of the\n   window in which a listing held the allocation lock; "
+        "ps ms = a listing's median duration"
     )
     print(
-        f"   {'waiting':<8} {'window':<34} {'n':>4} {'p50':>7} {'p95':>7} {'max':>7}   "
-        f"{'hub CPU':>7} {'dockerd':>7} {'ps -a/s':>7} {'load1':>5}"
+        f"   {'waiting':<8} {'window':<26} {'n':>4} {'p50':>6} {'p95':>6} {'max':>6}  "
+        f"{'hub CPU':>7} {'dockerd':>7} {'ps/s':>5} {'lock':>5} {'ps ms':>5} {'load1':>5}"
     )
 
     def win(w: dict) -> str:
         return (
             f"{fmt(w['hub_cpu_pct'], 6, 1)}% {fmt(w['dockerd_cpu_pct'], 6, 1)}% "
-            f"{fmt(w['listings_per_s'], 7, 1)} {fmt(w['load1'], 5)}"
+            f"{fmt(w['listings_per_s'], 5, 1)} {fmt(w.get('lock_pct'), 4, 0)}% "
+            f"{fmt(w.get('listing_ms'), 5, 1)} {fmt(w['load1'], 5)}"
         )
 
     for key, label in (("0", "0"), ("n", str(n))):
@@ -612,24 +636,24 @@ def print_waiting(p2: dict) -> None:
             continue
         req = part["requests"]
         for i, (endpoint, s) in enumerate(req["stats"].items()):
-            cells = f"{s['n']:>4} {fmt(s['p50'], 7, 1)} {fmt(s['p95'], 7, 1)} {fmt(s['max'], 7, 1)}"
-            tail = (
-                f"   {win(req['window'])}" if i == len(req["stats"]) - 1 else ""
-            )  # one CPU window for both endpoints
-            print(f"   {label if i == 0 else '':<8} {endpoint:<34} {cells}{tail}")
+            cells = f"{s['n']:>4} {fmt(s['p50'], 6, 1)} {fmt(s['p95'], 6, 1)} {fmt(s['max'], 6, 1)}"
+            last = i == len(req["stats"]) - 1  # one CPU window for both endpoints
+            tail = f"  {win(req['window'])}" if last else ""
+            print(f"   {label if i == 0 else '':<8} {endpoint:<26} {cells}{tail}")
         idle = part["idle"]
         what = f"idle {idle['wall_s']:.0f} s, no requests"
-        print(f"   {'':<8} {what:<34} {'':>30}   {win(idle)}")
+        print(f"   {'':<8} {what:<26} {'':>25}  {win(idle)}")
     j = p2.get("join")
     if j:
         w = j["window"]
         print(
             f"   joining: {n} launches (one every {p2.get('stagger', 0) * 1000:.0f} ms) were all "
-            f"in the queue after {j['joined_s']:.1f} s; meanwhile hub CPU "
-            f"{w['hub_cpu_pct']:.0f}%, {w['listings']} docker ps -a listings"
+            f"in the queue {j['joined_s']:.1f} s after the first POST; until all were answered "
+            f"(202, {w['wall_s']:.1f} s):\n   hub CPU {w['hub_cpu_pct']:.0f}%, "
+            f"{w['listings']} docker ps -a listings, lock {w['lock_pct']:.0f}%"
         )
     if "still_waiting" in p2:
-        print(f"   still waiting after the measurement: {p2['still_waiting']} (queue API)")
+        print(f"   still waiting after the measurements: {p2['still_waiting']} (queue API)")
 
 
 # ---- main ---------------------------------------------------------------------------------------

@@ -30,8 +30,10 @@ CHROMIUM_ARGS = [
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module. Playwright's sync API runs an event loop in this thread
+    while it is open, so it must close before tests that use asyncio.run (module scope)."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing. Run scripts/setup.sh --browser (or scripts/test.sh).")
     from playwright.sync_api import sync_playwright
