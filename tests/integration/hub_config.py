@@ -46,6 +46,9 @@ if os.environ.get("DS01_TEST_CMD"):
     c.DS01Spawner.cmd = json.loads(os.environ["DS01_TEST_CMD"])
 if os.environ.get("DS01_TEST_INVENTORY"):
     c.DS01Spawner.gpu_inventory = os.environ["DS01_TEST_INVENTORY"]
+# Culler settings of a test: JSON {"<DS01Culler setting>": value}, e.g. {"cull_every": 1}.
+for key, value in json.loads(os.environ.get("DS01_TEST_CULLER") or "{}").items():
+    setattr(c.DS01Culler, key, value)
 # the shipped config checked its own settings; check what this file changed, as it would
 from ds01spawner.startup import check_config, configure_services  # noqa: E402
 
