@@ -24,7 +24,7 @@ from traitlets.config import Application, Config
 from ..gpus import InventoryError, make_inventory
 from .cycle import Culler, LimitsSource
 from .decision import Settings
-from .signals import Engine, GpuMeter, HubAPI, KernelsAPI
+from .signals import CgroupCpu, Engine, GpuMeter, HubAPI, KernelsAPI
 from .state import state_path
 
 
@@ -224,6 +224,7 @@ class DS01Culler(Application):
             kernels=KernelsAPI(token, timeout=self.request_timeout),
             engine=Engine(env.get("DS01_DOCKER_HOST") or None, timeout=self.request_timeout),
             gpus=GpuMeter(inventory, self.gpu_window, self.gpu_busy_percent),
+            cgroups=CgroupCpu(),
             limits=LimitsSource(limits_file, bool(env.get("DS01_LIMITS_UNIX_GROUPS")), self.log),
             state_file=self.state_file or state_path(None, env),
             prefix=env.get("DS01_CONTAINER_PREFIX", "ds01"),

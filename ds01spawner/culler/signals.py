@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -244,6 +245,7 @@ class Container:
     server_url: str | None  # where jupyterhub-singleuser listens, as the culler reaches it
     gpus: tuple[str, ...]
     project: str
+    pid: int | None = None  # the container's init process on the host (its cgroup: CPU time)
 
 
 def parse_container(inspect: Mapping, mount: str = "/workspace") -> Container:
@@ -272,6 +274,7 @@ def parse_container(inspect: Mapping, mount: str = "/workspace") -> Container:
         server_url=_server_url(env.get("JUPYTERHUB_SERVICE_URL"), inspect),
         gpus=tuple(parse_gpu_label(labels.get(GPU_LABEL))),
         project=str(labels.get("ds01.project") or ""),
+        pid=(inspect.get("State") or {}).get("Pid") or None,
     )
 
 
@@ -319,8 +322,8 @@ class Engine:
         return self.api.inspect_container(container_id)
 
     def stats(self, container_id: str) -> dict:
-        """One-shot stats (API 1.41+): the counters now, in milliseconds instead of the two
-        seconds a plain ``docker stats --no-stream`` waits for a second sample."""
+        """One-shot stats (API 1.41+): no second sample, but the daemon still answers at its
+        collector's next tick (up to a second), so this is the fallback of :class:`CgroupCpu`."""
         self.calls += 1
         return self.api.stats(container_id, stream=False, one_shot=True)
 
@@ -347,16 +350,85 @@ def docker_time(text: str) -> datetime | None:
     return parse_time(f"{head}.{digits}+00:00")
 
 
+def parse_mountinfo(text: str) -> dict[str, tuple[str, str]]:
+    """The cgroup hierarchies that count CPU time: ``{"cpuacct": (mount point, root)}`` for
+    cgroup v1 and ``{"unified": (mount point, root)}`` for v2, from /proc/self/mountinfo."""
+    found: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, after = left.split(), right.split()
+        if not sep or len(fields) < 5 or len(after) < 3:
+            continue
+        root, point = (f.replace("\\040", " ") for f in fields[3:5])
+        if after[0] == "cgroup" and "cpuacct" in after[2].split(","):
+            found.setdefault("cpuacct", (point, root))
+        elif after[0] == "cgroup2":
+            found.setdefault("unified", (point, root))
+    return found
+
+
+def cgroup_cpu_file(proc_cgroup: str, mounts: Mapping[str, tuple[str, str]]) -> str | None:
+    """The file with a process's cgroup CPU time: v1 ``cpuacct.usage`` (nanoseconds), else v2
+    ``cpu.stat`` (``usage_usec``); from /proc/<pid>/cgroup and :func:`parse_mountinfo`."""
+    v2 = None
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, controllers, path = parts
+        for kind, name in (("cpuacct", "cpuacct.usage"), ("unified", "cpu.stat")):
+            is_it = "cpuacct" in controllers.split(",") if kind == "cpuacct" else hid == "0"
+            if not is_it or kind not in mounts:
+                continue
+            point, root = mounts[kind]
+            rel = path[len(root) :] if root != "/" and path.startswith(root) else path
+            file = os.path.join(point, rel.lstrip("/"), name)
+            if kind == "cpuacct":
+                return file
+            v2 = file
+    return v2
+
+
+class CgroupCpu:
+    """A container's CPU time read from the host's cgroup files, through its init process: a
+    few file reads, no Docker call. None where they cannot be read (another host's engine, a
+    layout not known here); the caller then asks Docker."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.proc = proc
+        self._mounts: dict[str, tuple[str, str]] | None = None
+
+    def read(self, pid: int) -> int | None:
+        try:
+            if self._mounts is None:
+                with open(os.path.join(self.proc, "self", "mountinfo")) as f:
+                    self._mounts = parse_mountinfo(f.read())
+            with open(os.path.join(self.proc, str(pid), "cgroup")) as f:
+                file = cgroup_cpu_file(f.read(), self._mounts)
+            if file is None:
+                return None
+            with open(file) as f:
+                text = f.read()
+        except (OSError, ValueError):
+            return None
+        if file.endswith("cpuacct.usage"):
+            return int(text.strip()) if text.strip().isdigit() else None
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec" and value.strip().isdigit():
+                return int(value) * 1000
+        return None
+
+
 class CpuMeter:
     """CPU use of each container between two samples, in cores (1.0 = one core all the time)."""
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[datetime, int]] = {}
 
-    def update(self, container_id: str, stats: Mapping) -> float | None:
-        """The cores used since the previous sample; None for the first sample of a container
-        (or a container that is not running)."""
-        sample = cpu_sample(stats)
+    def update(self, container_id: str, sample: tuple[datetime, int] | None) -> float | None:
+        """The cores used since the previous sample (``(when, total CPU ns)``); None for the
+        first sample of a container, or no sample."""
         if sample is None:
             return None
         before = self._last.get(container_id)

@@ -16,15 +16,19 @@ from ds01spawner.culler.signals import (
     GPU_IDLE,
     GPU_SILENT,
     GPU_UNKNOWN,
+    CgroupCpu,
     CpuMeter,
     GpuMeter,
     SignalError,
+    cgroup_cpu_file,
+    cpu_sample,
     docker_time,
     gpu_demand,
     kernels_url,
     next_offset,
     parse_container,
     parse_kernels,
+    parse_mountinfo,
     parse_users,
 )
 from ds01spawner.culler.state import (
@@ -284,13 +288,55 @@ def stats(seconds: float, cpu_ns: int) -> dict:
 
 def test_cpu_use_is_the_difference_between_two_samples():
     meter = CpuMeter()
-    assert meter.update("c1", stats(0, 10**9)) is None  # the first sample says nothing
-    assert meter.update("c1", stats(60, 10**9 + 30 * 10**9)) == pytest.approx(0.5)
-    assert meter.update("c1", stats(120, 40 * 10**9)) == pytest.approx(9 / 60)
+    assert meter.update("c1", cpu_sample(stats(0, 10**9))) is None  # the first says nothing
+    assert meter.update("c1", cpu_sample(stats(60, 10**9 + 30 * 10**9))) == pytest.approx(0.5)
+    assert meter.update("c1", cpu_sample(stats(120, 40 * 10**9))) == pytest.approx(9 / 60)
     not_running = {"read": "0001-01-01T00:00:00Z", "cpu_stats": {"cpu_usage": {"total_usage": 0}}}
-    assert meter.update("c2", not_running) is None
+    assert cpu_sample(not_running) is None and meter.update("c2", None) is None
     meter.forget_except(["c2"])
-    assert meter.update("c1", stats(180, 50 * 10**9)) is None  # forgotten: a first sample again
+    assert meter.update("c1", cpu_sample(stats(180, 50 * 10**9))) is None  # a first sample again
+
+
+MOUNTINFO_HYBRID = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+MOUNTINFO_V2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+PROC_CGROUP_V1 = "3:cpuset:/docker/abc\n2:cpuacct:/docker/abc\n1:cpu:/docker/abc\n0::/docker/abc\n"
+PROC_CGROUP_V2 = "0::/system.slice/docker-abc.scope\n"
+
+
+def test_the_cgroup_cpu_file_of_a_container_v1_hybrid_and_v2():
+    hybrid = parse_mountinfo(MOUNTINFO_HYBRID)
+    assert hybrid == {
+        "cpuacct": ("/sys/fs/cgroup/cpuacct", "/"),
+        "unified": ("/sys/fs/cgroup/unified", "/"),
+    }
+    assert (
+        cgroup_cpu_file(PROC_CGROUP_V1, hybrid) == "/sys/fs/cgroup/cpuacct/docker/abc/cpuacct.usage"
+    )
+    v2 = parse_mountinfo(MOUNTINFO_V2)
+    assert cgroup_cpu_file(PROC_CGROUP_V2, v2) == (
+        "/sys/fs/cgroup/system.slice/docker-abc.scope/cpu.stat"
+    )
+    assert cgroup_cpu_file(PROC_CGROUP_V1, {}) is None
+
+
+def test_cgroup_cpu_time_is_read_from_the_files_or_none(tmp_path):
+    proc, cg = tmp_path / "proc", tmp_path / "cg"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(f"30 23 0:26 / {cg} rw - cgroup2 cgroup2 rw\n")
+    (proc / "42").mkdir()
+    (proc / "42" / "cgroup").write_text(PROC_CGROUP_V2)
+    (cg / "system.slice" / "docker-abc.scope").mkdir(parents=True)
+    (cg / "system.slice" / "docker-abc.scope" / "cpu.stat").write_text(
+        "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"
+    )
+    reader = CgroupCpu(str(proc))
+    assert reader.read(42) == 1_500_000
+    assert reader.read(43) is None  # gone: Docker is asked instead
 
 
 # ---- GPUs ---------------------------------------------------------------------------------------
