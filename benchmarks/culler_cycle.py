@@ -191,8 +191,8 @@ async def run_variant(name, engine, args, hub, token, ws, state_dir, gpus_state)
     limits = state_dir / "limits.yaml"
     limits.write_text(LIMITS)
     culler = Culler(
-        hub=HubAPI(f"http://127.0.0.1:{hub.port + 81}/hub/api", token, 60, page),
-        kernels=KernelsAPI(token, 60),
+        hub=HubAPI(f"http://127.0.0.1:{hub.port + 81}/hub/api", token, 60, page, args.concurrency),
+        kernels=KernelsAPI(token, 60, args.concurrency),
         engine=engine,
         gpus=GpuMeter(SimulatedInventory([A100] * 8, state_file=str(gpus_state)), 300, 5),
         limits=LimitsSource(str(limits)),

@@ -351,7 +351,10 @@ class Culler:
             seen.record = prev
             return seen
         try:
-            limits = await self._thread(self.limits.resolve, hs.user, hs.groups, now)
+            if self.limits.unix_groups:  # NSS may ask LDAP: off the event loop
+                limits = await self._thread(self.limits.resolve, hs.user, hs.groups, now)
+            else:
+                limits = self.limits.resolve(hs.user, hs.groups, now)
         except (LimitsError, OSError, KeyError) as e:
             self.log.warning("No limits for %s (%s); kept", hs.key, e)
             seen.record = prev

@@ -104,14 +104,22 @@ class HubAPI:
         token: str,
         timeout: float = 30,
         page_size: int = 200,
-        client: httpclient.AsyncHTTPClient | None = None,
+        max_clients: int = 10,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.page_size = page_size
-        self.client = client or httpclient.AsyncHTTPClient()
+        self.max_clients = max_clients
+        self._client: httpclient.AsyncHTTPClient | None = None
         self.calls = 0  # requests made, for the benchmark and the log
+
+    @property
+    def client(self) -> httpclient.AsyncHTTPClient:
+        """Made at first use, on the running event loop, with room for the stops of a cycle."""
+        if self._client is None:
+            self._client = _http_client(self.max_clients)
+        return self._client
 
     async def request(self, method: str, path: str, **headers: str) -> tuple[int, Any]:
         """(status, parsed JSON body or None); SignalError for a network error or a timeout.
@@ -163,6 +171,12 @@ class HubAPI:
         raise SignalError(f"DELETE {path} answered {code}: {_short(body)}")
 
 
+def _http_client(max_clients: int) -> httpclient.AsyncHTTPClient:
+    """A client of its own (not tornado's shared one), so that up to ``max_clients`` requests run
+    at once and a queued request does not time out waiting for another's connection."""
+    return httpclient.AsyncHTTPClient(force_instance=True, max_clients=max(1, max_clients))
+
+
 def _short(body: Any) -> str:
     text = json.dumps(body) if not isinstance(body, str) else body
     return text if len(text) < 200 else text[:197] + "..."
@@ -201,13 +215,18 @@ def kernels_url(server_url: str) -> str:
 
 
 class KernelsAPI:
-    def __init__(
-        self, token: str, timeout: float = 30, client: httpclient.AsyncHTTPClient | None = None
-    ) -> None:
+    def __init__(self, token: str, timeout: float = 30, max_clients: int = 10) -> None:
         self.token = token
         self.timeout = timeout
-        self.client = client or httpclient.AsyncHTTPClient()
+        self.max_clients = max_clients
+        self._client: httpclient.AsyncHTTPClient | None = None
         self.calls = 0
+
+    @property
+    def client(self) -> httpclient.AsyncHTTPClient:
+        if self._client is None:
+            self._client = _http_client(self.max_clients)
+        return self._client
 
     async def kernels(self, server_url: str) -> Kernels:
         self.calls += 1
