@@ -67,6 +67,17 @@ def notices(hub, user, project) -> list[str]:
     return [" ".join(line.split("  ")[1:3]) for line in path.read_text().splitlines()]
 
 
+def wait_retired(hub, user: str, project: str, reason: str, timeout: float) -> None:
+    """Until the hub has no such server and the culler has written its RETIRED notice (it
+    writes it once the hub answered the stop, which can be just after the server is gone)."""
+
+    def retired():
+        gone = hub.server_model(user, project) is None
+        return gone and notices(hub, user, project)[-1:] == [f"RETIRED {reason}"]
+
+    wait_for(retired, timeout, f"{user}/{project} retired ({reason})")
+
+
 def gpu_of(docker_client, hub, user) -> str:
     (c,) = ds01_containers(docker_client, hub.prefix, user=user)
     return c.labels["ds01.gpus"]
@@ -120,9 +131,7 @@ def test_an_idle_server_is_warned_then_retired_while_active_ones_are_kept(hub, d
     assert shown[0]["reason"] == "idle" and "unless it is used" in shown[0]["message"]
     assert page(hub)["alice/idle"]["idle_deadline"] is not None
 
-    wait_for(
-        lambda: hub.server_model("alice", "idle") is None, 4 * IDLE_S, "the idle server retired"
-    )
+    wait_retired(hub, "alice", "idle", "idle", 4 * IDLE_S)
     assert ds01_containers(docker_client, hub.prefix, user="alice") == []
     assert idle_gpu not in held_gpus(docker_client, hub)  # free for the next person
     assert notices(hub, "alice", "idle") == ["WARNING idle", "WARNING idle", "RETIRED idle"]
@@ -154,7 +163,7 @@ def test_an_idle_server_is_warned_then_retired_while_active_ones_are_kept(hub, d
 
     # the training run ends: its GPU is idle from now on, so it goes too
     set_utilization(hub, busy_gpu, 0)
-    wait_for(lambda: hub.server_model("trainer", "train") is None, 5 * IDLE_S, "trainer retired")
+    wait_retired(hub, "trainer", "train", "idle", 5 * IDLE_S)
     assert busy_gpu not in held_gpus(docker_client, hub)
     assert notices(hub, "trainer", "train")[-1] == "RETIRED idle"
     hub.stop_server("writer", "nb")
@@ -174,7 +183,7 @@ def test_max_runtime_retires_a_busy_server(hub, docker_client):
     set_utilization(hub, gpu, 95)
     shown = wait_for(lambda: page(hub).get("runner/sim"), 2 * RUNTIME_S, "the runtime deadline")
     assert shown["runtime_deadline"] is not None and shown["idle_deadline"] is None
-    wait_for(lambda: hub.server_model("runner", "sim") is None, 4 * RUNTIME_S, "runner retired")
+    wait_retired(hub, "runner", "sim", "max_runtime", 4 * RUNTIME_S)
     assert notices(hub, "runner", "sim") == [
         "WARNING max_runtime",
         "WARNING max_runtime",
@@ -259,7 +268,7 @@ def test_a_failing_hub_api_retires_nothing_and_the_culler_recovers(hub_factory, 
         assert "The hub API failed" in hub.log_tail(400)
 
         flaky.mode = "forward"
-        wait_for(lambda: hub.server_model("alice", "idle") is None, 6 * IDLE_S, "retired at last")
+        wait_retired(hub, "alice", "idle", "idle", 6 * IDLE_S)
         # long past its deadline, it still gets a warning first (the last fraction, with the
         # notice period it promises), never a retirement out of the blue; two when the server's
         # CPU showed activity at the culler's first look
