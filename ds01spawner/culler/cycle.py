@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,6 +155,7 @@ class Culler:
         self._containers: dict[str, Container] = {}  # inspect results, by container id
         self._pool = ThreadPoolExecutor(max(2, concurrency), thread_name_prefix="ds01-culler")
         self._failing: set[str] = set()  # what failed last cycle, to log recoveries once
+        self._server_problems: set[tuple[str, str]] = set()  # (server, signal) failing
 
     async def _thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -215,6 +216,8 @@ class Culler:
 
         seen = await asyncio.gather(*(look(hs) for hs in servers))
         report.servers = len(seen)
+        keys = {s.hub.key for s in seen}
+        self._server_problems = {p for p in self._server_problems if p[0] in keys}
         running_ids = {s.container.id for s in seen if s.container}
         self.cpu.forget_except(running_ids)
         for cid in list(self._containers):
@@ -270,6 +273,21 @@ class Culler:
         except OSError as e:
             self._problem("state", f"The culler state {self.state_file} cannot be written: {e}")
 
+    def _once(self, key: str, what: str, message: str) -> None:
+        """A server's signal failed: a warning the first time, then quiet until it works again
+        (``_signals_ok``), so that a wrong role or a dead engine does not flood the log."""
+        if (key, what) in self._server_problems:
+            self.log.debug("%s (still)", message)
+        else:
+            self._server_problems.add((key, what))
+            self.log.warning("%s; %s kept until it can be read", message, key)
+
+    def _signals_ok(self, key: str, ok: Iterable[str]) -> None:
+        for what in ok:
+            if (key, what) in self._server_problems:
+                self._server_problems.discard((key, what))
+                self.log.info("%s of %s can be read again", what, key)
+
     def _problem(self, what: str, message: str) -> None:
         self.log.warning("%s", message)
         self._failing.add(what)
@@ -307,7 +325,7 @@ class Culler:
             try:
                 container = await self._container(raw["Id"])
             except DOCKER_ERRORS as e:
-                self.log.warning("Cannot inspect the container of %s: %s", hs.key, e)
+                self._once(hs.key, "inspect", f"Cannot inspect the container of {hs.key}: {e}")
         if container is None:
             unknown |= {"kernels", "cpu", "keep_alive", "gpu"}
         else:
@@ -315,7 +333,7 @@ class Culler:
             try:
                 cores = self.cpu.update(container.id, await self._thread(self._cpu, container))
             except DOCKER_ERRORS as e:
-                self.log.warning("Cannot read the CPU use of %s: %s", hs.key, e)
+                self._once(hs.key, "cpu", f"Cannot read the CPU use of {hs.key}: {e}")
                 cores = None
             if cores is None:
                 unknown.add("cpu")
@@ -328,7 +346,7 @@ class Culler:
                     if k.busy:
                         busy.add("kernels")
                 except SignalError as e:
-                    self.log.warning("Cannot read the kernels of %s: %s", hs.key, e)
+                    self._once(hs.key, "kernels", f"Cannot read the kernels of {hs.key}: {e}")
                     unknown.add("kernels")
             else:
                 unknown.add("kernels")
@@ -336,7 +354,7 @@ class Culler:
                 try:
                     keep_alive = await self._thread(self.folders.keep_alive, container.workspace)
                 except OSError as e:
-                    self.log.warning("Cannot look for the keep-alive file of %s: %s", hs.key, e)
+                    self._once(hs.key, "keep_alive", f"No keep-alive check for {hs.key}: {e}")
                     unknown.add("keep_alive")
             else:
                 unknown.add("keep_alive")
@@ -346,6 +364,8 @@ class Culler:
             elif gpu == GPU_UNKNOWN:
                 unknown.add("gpu")
 
+        if container is not None:
+            self._signals_ok(hs.key, {"inspect", "cpu", "kernels", "keep_alive"} - unknown)
         project = (container.project if container else "") or hs.name or "default"
         if not limits_ok:
             seen.record = prev

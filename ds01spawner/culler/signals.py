@@ -86,6 +86,20 @@ def parse_users(items: Iterable[Mapping]) -> list[HubServer]:
     return out
 
 
+def check_fields(items: Iterable[Mapping]) -> None:
+    """SignalError when the hub leaves out a user's servers or groups: the token lacks
+    ``read:servers`` or ``read:users:groups``, and going on would cull nothing (no servers seen)
+    or the wrong servers (everyone on the default limits)."""
+    for user in items:
+        missing = [k for k in ("servers", "groups") if isinstance(user, Mapping) and k not in user]
+        if missing:
+            scopes = {"servers": "read:servers", "groups": "read:users:groups"}
+            raise SignalError(
+                f"the hub's user models have no {' or '.join(missing)}: the culler's role needs "
+                f"{' and '.join(scopes[k] for k in missing)}"
+            )
+
+
 def next_offset(page: Mapping) -> int | None:
     """The offset of the next page of a paginated hub answer, None after the last."""
     following = (page.get("_pagination") or {}).get("next")
@@ -154,6 +168,7 @@ class HubAPI:
             code, body = await self.request("GET", f"/users?{query}", Accept=PAGINATION)
             if code != 200 or not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise SignalError(f"GET /users answered {code}: {_short(body)}")
+            check_fields(body["items"])
             servers.extend(parse_users(body["items"]))
             offset = next_offset(body)
         return servers
@@ -242,7 +257,7 @@ class KernelsAPI:
         except (OSError, httpclient.HTTPError, asyncio.TimeoutError) as e:
             raise SignalError(f"kernels of {server_url}: {e}") from e
         if r.code != 200:
-            raise SignalError(f"kernels of {server_url}: HTTP {r.code} {r.error or ''}".strip())
+            raise SignalError(f"kernels of {server_url}: HTTP {r.code} {r.reason or ''}".strip())
         try:
             return parse_kernels(json.loads(r.body))
         except ValueError as e:

@@ -176,7 +176,10 @@ class World:
             def log(self, level, msg, *args):
                 self._add(level, msg, *args)
 
-            info = warning = debug = error = exception = lambda self, msg, *a: self._add(0, msg, *a)
+            info = warning = error = exception = lambda self, msg, *a: self._add(0, msg, *a)
+
+            def debug(self, msg, *args):
+                pass  # what a production log leaves out
 
         self.c = Culler(
             hub=self.hub,
@@ -307,12 +310,14 @@ def test_a_failing_kernel_list_keeps_a_server_however_long_it_looks_idle(world):
         r = world.cycle(minute * M)
         assert r.kept_unknown == 1 and r.warned == 0
     assert world.notices() == [] and world.hub.stops == []
+    assert sum("Cannot read the kernels of alice/proj" in line for line in world.logs) == 1
     world.kernels.fail.clear()
     world.cycle(300 * M)  # readable again: the last warning first, with its notice period
     world.cycle(305 * M)
     assert world.notices() == ["WARNING idle"] and world.hub.stops == []
     world.cycle(306 * M)
     assert world.hub.stops == ["alice/proj"]
+    assert "kernels of alice/proj can be read again" in world.logs
 
 
 def test_a_failing_engine_keeps_idle_servers_but_max_runtime_still_applies(world):

@@ -21,6 +21,7 @@ from ds01spawner.culler.signals import (
     GpuMeter,
     SignalError,
     cgroup_cpu_file,
+    check_fields,
     cpu_sample,
     docker_time,
     gpu_demand,
@@ -201,6 +202,14 @@ def test_users_of_the_hub_become_servers():
     assert proj.key == "alice/proj" and proj.groups == ("students",)
     assert proj.started == NOW - 2 * H and proj.last_activity == NOW - H and proj.ready
     assert default.key == "alice/" and default.pending == "spawn" and default.started is None
+
+
+def test_a_user_model_without_servers_or_groups_means_a_missing_scope():
+    check_fields([{"name": "a", "servers": {}, "groups": []}])
+    with pytest.raises(SignalError, match="no servers: the culler's role needs read:servers"):
+        check_fields([{"name": "a", "groups": []}])
+    with pytest.raises(SignalError, match="read:users:groups"):
+        check_fields([{"name": "a", "servers": {}}])
 
 
 def test_pagination_follows_next_until_the_last_page():
