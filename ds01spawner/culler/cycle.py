@@ -270,8 +270,8 @@ class Culler:
     def _save(self) -> None:
         try:
             self.state.save(self.state_file)
-        except OSError as e:
-            self._problem("state", f"The culler state {self.state_file} cannot be written: {e}")
+        except OSError as e:  # warnings go on in this process; a restart could repeat them
+            self.log.error("The culler state %s cannot be written: %s", self.state_file, e)
 
     def _once(self, key: str, what: str, message: str) -> None:
         """A server's signal failed: a warning the first time, then quiet until it works again

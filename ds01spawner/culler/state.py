@@ -4,8 +4,8 @@ One JSON file, by default ``<DS01_STATE_DIR>/culler-state.json``, replaced atomi
 file in the same folder, then ``rename``) after every cycle and before any warning is delivered
 or any server is retired. It serves two readers:
 
-- the culler itself after a restart: a warning in the file is never given again, a retirement
-  in progress is retried without a second notice, and "idle since" survives the restart;
+- the culler itself after a restart: a warning in the file is never given again, and "idle
+  since" survives the restart (CPU and GPU samples do not: they are taken again);
 - the hub's home page: :func:`read_for_page` gives, per ``"<user>/<server name>"``, the idle and
   runtime deadlines and the warnings in force.
 
@@ -77,7 +77,7 @@ class ServerRecord:
     idle_deadline: datetime | None = None
     runtime_deadline: datetime | None = None
     warnings: list[Given] = field(default_factory=list)
-    retiring: dict | None = None  # {"at": iso, "reason": ...} once the stop has been asked for
+    retiring: dict | None = None  # {"at": iso, "reason": ...}: decided, stop asked for (for admins)
     activity: dict[str, datetime] = field(default_factory=dict)
     checked: datetime | None = None
     note: str = ""
