@@ -106,6 +106,12 @@ c.DS01Spawner.limits_file = os.environ.get(
 if os.environ.get("DS01_DOCKER_HOST"):
     c.DS01Spawner.client_kwargs = {"base_url": os.environ["DS01_DOCKER_HOST"]}
 
+# ---- the culler (docs/culler.md) ----
+# Retires servers idle longer than their idle_timeout or running longer than their max_runtime
+# (limits file), after warnings at 75% and 90% of the limit. Settings: c.DS01Culler.<name>.
+# Its state file (deadlines and warnings, shown on the home page) lives with the hub's state:
+c.DS01Culler.state_file = os.path.join(state_dir, "culler-state.json")
+
 # ---- the spawn form and the home page ----
 # The spawn form (projects, new project from a template, GPU choice, limits) is DS01Spawner's
 # own; c.DS01Spawner.options_form_template replaces it. Images users may pick instead of their
@@ -119,7 +125,7 @@ configure_pages(c)
 # Refuse to start, with one clear line, when the limits file is broken or the GPU inventory cannot
 # work (NVML failing, a bad simulated_gpus list). Keep this at the end of the file.
 # Also registers the ds01-limits service: `check limits` as JSON at
-# /services/ds01-limits/api/limits (docs/limits.md).
+# /services/ds01-limits/api/limits (docs/limits.md), and the ds01-culler service.
 from ds01spawner.startup import check_config, configure_services  # noqa: E402
 
 check_config(c)

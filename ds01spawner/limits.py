@@ -121,8 +121,8 @@ class _Bad(ValueError):
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgt])i?b?|b)?", re.IGNORECASE)
 _SIZE_UNITS = {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 MIN_SIZE = 6 * 1024**2  # Docker's smallest memory limit; anything less is a missing unit
-_HOURS_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([mhd])", re.IGNORECASE)
-_HOURS_PER = {"m": 1 / 60, "h": 1.0, "d": 24.0}
+_HOURS_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])", re.IGNORECASE)
+_HOURS_PER = {"s": 1 / 3600, "m": 1 / 60, "h": 1.0, "d": 24.0}
 
 
 def _show(value: object) -> str:
@@ -162,13 +162,20 @@ def parse_size(value: object) -> int:
 
 
 def parse_hours(value: object) -> float:
-    """A number of hours, or ``"90m"``, ``"24h"``, ``"2d"`` -> hours; at least one minute."""
+    """A number of hours, or ``"90m"``, ``"24h"``, ``"2d"`` -> hours; at least one minute.
+
+    ``"30s"`` (seconds, at least one) is for tests and demos of the culler: the minute floor
+    catches a forgotten unit, and a seconds value cannot be written without one.
+    """
     what = "a time in hours such as 24, 0.5 or '90m'"
+    floor = 1 / 60
     if isinstance(value, str) and (m := _HOURS_RE.fullmatch(value.strip())):
+        floor = 1 / 3600 if m[2].lower() == "s" else floor
         value = float(m[1]) * _HOURS_PER[m[2].lower()]
     hours = _number(value, what)
-    if hours < 1 / 60 - 1e-9:
-        raise _Bad(f"{_show(value)} is less than a minute; write {what}, or null for unlimited.")
+    if hours < floor - 1e-9:
+        least = "a second" if floor < 1 / 60 else "a minute"
+        raise _Bad(f"{_show(value)} is less than {least}; write {what}, or null for unlimited.")
     return hours
 
 
@@ -203,6 +210,8 @@ def format_limit(key: str, value: Value) -> str:
             if value >= _SIZE_UNITS[unit.lower()]:
                 return f"{round(value / _SIZE_UNITS[unit.lower()], 2):g}{unit}"
     if key in ("max_runtime", "idle_timeout"):
+        if value < 1 / 60:  # the seconds form of tests and demos
+            return f"{round(value * 3600, 1):g} s"
         return f"{round(value, 2):g} h"
     return f"{value:g}"
 

@@ -238,7 +238,15 @@ def read_culler_state(path: str) -> dict:
 
 
 def configure_pages(config: Any, culler_state_file: str = "") -> None:
-    """Use DS01's home page: put its templates first and give it ``ds01_home``."""
+    """Use DS01's home page: put its templates first and give it ``ds01_home``.
+
+    Idle time left and the culler's warnings come from the culler's state file
+    (``c.DS01Culler.state_file``, see culler/state.py), unless ``culler_state_file`` is given.
+    """
+    if not culler_state_file:
+        from .culler.state import state_path
+
+        culler_state_file = state_path(config)
     paths = [p for p in config.JupyterHub.get("template_paths", []) if p != str(HUB_TEMPLATES)]
     config.JupyterHub.template_paths = [str(HUB_TEMPLATES), *paths]
     template_vars = dict(config.JupyterHub.get("template_vars", {}))

@@ -89,10 +89,11 @@ def check_timeouts(config: Any) -> None:
 
 
 def configure_services(config: Any, port: int) -> None:
-    """Register the ``ds01-limits`` service (the ``check limits`` JSON API) on ``port``.
+    """Register the ``ds01-limits`` service (the ``check limits`` JSON API) on ``port``, and
+    the ``ds01-culler`` service (culler/registration.py; ``c.DS01Culler`` settings).
 
-    Call it after every change to ``DS01Spawner.limits_file`` or ``prefix``: it replaces its own
-    earlier registration, and gives every user's token access to the service.
+    Call it after every change to ``DS01Spawner`` or ``DS01Culler`` settings: it replaces its
+    own earlier registrations, and gives every user's token access to ``ds01-limits``.
     """
     import sys
 
@@ -129,3 +130,6 @@ def configure_services(config: Any, port: int) -> None:
             role["scopes"] = [*role["scopes"], "access:services!service=ds01-limits"]
     roles.append({"name": "ds01-limits", "scopes": ["read:users"], "services": ["ds01-limits"]})
     config.JupyterHub.load_roles = roles
+    from .culler.registration import register_culler
+
+    register_culler(config)

@@ -55,6 +55,9 @@ if os.environ.get("DS01_TEST_TEMPLATES"):
     c.DS01Spawner.project_templates = json.loads(os.environ["DS01_TEST_TEMPLATES"])
 if os.environ.get("DS01_TEST_OFFERED_IMAGES"):
     c.DS01Spawner.offered_images = json.loads(os.environ["DS01_TEST_OFFERED_IMAGES"])
+# Culler settings of a test: JSON {"<DS01Culler setting>": value}, e.g. {"cull_every": 1}.
+for key, value in json.loads(os.environ.get("DS01_TEST_CULLER") or "{}").items():
+    setattr(c.DS01Culler, key, value)
 # the shipped config checked its own settings; check what this file changed, as it would
 from ds01spawner.startup import check_config, configure_services  # noqa: E402
 

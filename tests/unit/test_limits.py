@@ -269,6 +269,16 @@ def test_hours(text, hours):
     assert parse_hours(text) == hours
 
 
+def test_seconds_are_for_tests_and_need_their_unit():
+    assert parse_hours("8s") == pytest.approx(8 / 3600)
+    assert parse_hours("90s") == pytest.approx(1.5 / 60)
+    assert format_limit("idle_timeout", 8 / 3600) == "8 s"
+    with pytest.raises(ValueError, match="less than a second"):
+        parse_hours("0.5s")
+    with pytest.raises(ValueError, match="less than a minute"):
+        parse_hours(0.001)  # a number is hours: a forgotten unit, not seconds
+
+
 @pytest.mark.parametrize(
     ("key", "value", "shown"),
     [
