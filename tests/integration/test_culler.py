@@ -130,6 +130,12 @@ def test_an_idle_server_is_warned_then_retired_while_active_ones_are_kept(hub, d
     )
     assert shown[0]["reason"] == "idle" and "unless it is used" in shown[0]["message"]
     assert page(hub)["alice/idle"]["idle_deadline"] is not None
+    # ... and the hub's home page shows the warning next to the server, and the idle time left
+    home = hub.login("alice").get(f"{hub.url}/hub/home", timeout=30).text
+    row = home[home.index('data-project="idle"') :].split("</tr>")[0]
+    assert 'class="alert alert-warning py-1 px-2 my-1 small ds01-warning"' in row
+    assert "unless it is used" in row
+    assert "under a minute" in row  # idle time left, with a timeout of seconds
 
     wait_retired(hub, "alice", "idle", "idle", 4 * IDLE_S)
     assert ds01_containers(docker_client, hub.prefix, user="alice") == []
