@@ -111,6 +111,9 @@ if os.environ.get("DS01_DOCKER_HOST"):
 # (limits file), after warnings at 75% and 90% of the limit. Settings: c.DS01Culler.<name>.
 # Its state file (deadlines and warnings, shown on the home page) lives with the hub's state:
 c.DS01Culler.state_file = os.path.join(state_dir, "culler-state.json")
+# The audit log: one JSON line per event, rotated at 10 MiB (docs/audit-log.md).
+# PRODUCTION: e.g. "/var/log/ds01/audit.jsonl".
+c.DS01Spawner.audit_log_file = os.path.join(state_dir, "audit.jsonl")
 
 # ---- the spawn form and the home page ----
 # The spawn form (projects, new project from a template, GPU choice, limits) is DS01Spawner's

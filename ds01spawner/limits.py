@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -530,6 +530,16 @@ class LimitsStore:
         self._doc = parse_limits(self._text, str(self.path))
         self._broken: str | None = None  # the error already logged for the version on disk
         self.loaded_at = clock()
+        #: called as ``on_event("limits_reload", file=...)`` / ``("limits_error", file=...,
+        #: error=...)`` once per new version (the audit log); None: nothing is told
+        self.on_event: Callable[..., Any] | None = None
+
+    def _tell(self, event: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event, file=str(self.path), **fields)
+            except Exception as e:  # noqa: BLE001 - telling must not break a launch
+                self.log.error("Cannot record %s of %s: %s", event, self.path, e)
 
     def current(self) -> LimitsFile:
         """The limits in force: the file on disk when it is good, else the last good version."""
@@ -553,10 +563,12 @@ class LimitsStore:
                         f"{self.loaded_at:%Y-%m-%d %H:%M:%S}",
                         e,
                     )
+                    self._tell("limits_error", error=str(e))
                 return self._doc
             if text != self._text or self._broken is not None:
                 self.log.info("Loaded the limits file %s; its limits are in force now.", self.path)
                 self._doc, self._text, self.loaded_at = doc, text, self.clock()
+                self._tell("limits_reload")
             self._sig, self._broken = sig, None
             return self._doc
 

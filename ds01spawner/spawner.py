@@ -9,6 +9,7 @@ allocator, label table) and ``spawner_gpus`` (the GPU steps of a spawn).
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -16,11 +17,13 @@ import docker
 from dockerspawner import DockerSpawner
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode, default, validate
 
+from .audit import audit_log, take_retire
 from .container_spec import HOST_NETWORK, ServerSpec, SpecError, build_container_spec
 from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
 from .gpus.allocator import equivalents
 from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
+from .metrics import observe
 from .names import container_name, oauth_client_id, path_safe_username
 from .ports import PortPool
 from .progress import ProgressLog
@@ -209,6 +212,36 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
         """,
     ).tag(config=True)
 
+    audit_log_file = Unicode(
+        "",
+        help="""File of the audit log: one JSON line per event (allocate, release, refuse,
+        start, retire, warn, build, limits reload and error, admin action), written by the hub,
+        the culler and the admin service; schema in docs/audit-log.md.
+
+        Default: ``""`` (no audit log). Example:
+        ``c.DS01Spawner.audit_log_file = "/var/log/ds01/audit.jsonl"``.
+        """,
+    ).tag(config=True)
+
+    audit_log_max_bytes = Int(
+        10 * 2**20,
+        min=1024,
+        help="""Size in bytes at which the audit log is rotated (to ``<file>.1``, ...).
+
+        Default: ``10485760`` (10 MiB).
+        Example: ``c.DS01Spawner.audit_log_max_bytes = 100 * 2**20``.
+        """,
+    ).tag(config=True)
+
+    audit_log_backups = Int(
+        5,
+        min=0,
+        help="""Rotated audit log files kept (``<file>.1`` is the newest); ``0`` keeps none.
+
+        Default: ``5``. Example: ``c.DS01Spawner.audit_log_backups = 20``.
+        """,
+    ).tag(config=True)
+
     gpu_queue_file = Unicode(
         "",
         help="""JSON file where the hub publishes its GPU queue (who waits for what, since
@@ -376,6 +409,20 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
         await asyncio.wrap_future(
             cls._stop_executor.submit(self._docker, "stop", target, timeout=grace)
         )
+
+    def audit(self, event: str, **fields) -> None:
+        """One audit record (docs/audit-log.md) and the hub's metrics of it; never raises."""
+        record = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
+        try:
+            observe(record)
+        except Exception as e:  # noqa: BLE001 - metrics must never break a spawn
+            self.log.error("DS01 metrics: cannot count %s: %s", event, e)
+        audit_log(self.audit_log_file, self.audit_log_max_bytes, self.audit_log_backups).write(
+            event, **fields
+        )
+
+    def _who(self) -> dict:
+        return {"user": self.user.name, "project": self.project or "", "server": self.name or ""}
 
     def _reserve_port(self) -> None:
         self.port = self._port_pool.reserve()
@@ -561,6 +608,8 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
 
     async def start(self):
         self._progress_log = ProgressLog()
+        self._phases: dict[str, float] = {}
+        self._t_allocated = None
         if not hasattr(self, "_configured_image"):
             self._configured_image = self.image  # before any launch chose another
         options = self.launch_options()
@@ -612,6 +661,15 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
                 ) from e
             raise
         self.progress_log.emit(90, "JupyterLab is listening; connecting you")
+        if self._t_allocated is not None:
+            self._phases["start"] = round(time.monotonic() - self._t_allocated, 3)
+        self.audit(
+            "start",
+            **self._who(),
+            gpus=list(self.gpu_uuids),
+            container=self.object_id[:12],
+            phases=dict(self._phases),
+        )
         self.log.info(
             "Started server user=%s project=%s server=%s container=%s port=%s gpus=%s",
             self.user.name,
@@ -639,6 +697,8 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
             self.log.warning(
                 "Could not remove container %s after a failed start: %s", self.object_name, e
             )
+        if self.gpu_uuids:
+            self.audit("release", **self._who(), gpus=list(self.gpu_uuids), reason="start failed")
         self.object_id = ""
         self.gpu_uuids = []
         self._release_port()
@@ -744,6 +804,15 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
             self.log.error("Could not remove dead container %s: %s", self.object_name, e)
             self.pending_removal.add(self.object_id or self.object_name)
         self._release_port()
+        self.audit(
+            "retire",
+            **self._who(),
+            gpus=list(self.gpu_uuids),
+            reason="died",
+            details={"exit": status},
+        )
+        if self.gpu_uuids:
+            self.audit("release", **self._who(), gpus=list(self.gpu_uuids))
         self.gpu_queue().changed()
         return status
 
@@ -786,6 +855,9 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
             grace,
         )
         target = self.object_id or self.object_name
+        ran = bool(self.object_id)
+        intent = take_retire(self.audit_log_file, self.user.name, self.name or "")
+        reason, actor = intent or ("user", self.user.name)
         try:
             try:
                 await self.docker_stop(target, grace)
@@ -805,6 +877,11 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
             )
             self.pending_removal.add(target)
         self._release_port()
+        if ran:
+            who, gpus = self._who(), list(self.gpu_uuids)
+            self.audit("retire", **who, gpus=gpus, reason=reason, actor=actor or None)
+            if gpus:
+                self.audit("release", **who, gpus=gpus)
         self.object_id = ""
         self.clear_state()
         self.gpu_queue().changed()  # a device may be free: the next waiter's turn

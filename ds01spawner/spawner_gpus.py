@@ -151,7 +151,8 @@ class GpuSteps:
         queue = self.gpu_queue() if wants and self.gpu_queue_timeout > 0 else None
         snapshot = await broker.snapshot() if wants else ([], {})
         waiter: Waiter | None = None
-        deadline = time.monotonic() + self.gpu_queue_timeout
+        t0 = time.monotonic()
+        deadline = t0 + self.gpu_queue_timeout
         try:
             while True:
                 async with self._allocation_lock():
@@ -172,9 +173,12 @@ class GpuSteps:
                         self.gpu_uuids = []
                         self.refuse(e)
                     if devices is not None:
+                        waited = None
                         if waiter is not None:
+                            waited = round(time.time() - waiter.joined, 3)
                             queue.leave(waiter)
                             waiter = None
+                        self._allocated(t0, devices, waited)
                         return await create(devices)
                     if waiter is None:
                         waiter = self._join_queue(queue)
@@ -195,6 +199,23 @@ class GpuSteps:
         finally:
             if waiter is not None:
                 queue.leave(waiter)
+
+    def _allocated(self, t0: float, devices: list[Device], waited: float | None) -> None:
+        """The allocate phase ends: time it, and audit the devices (when there are any)."""
+        now = time.monotonic()
+        phases = getattr(self, "_phases", None)
+        if phases is not None:
+            phases["allocate"] = round(now - t0, 3)
+        self._t_allocated = now
+        if devices:
+            self.audit(
+                "allocate",
+                user=self.user.name,
+                project=self.project,
+                server=self.name or "",
+                gpus=[d.uuid for d in devices],
+                waited=waited,
+            )
 
     def _join_queue(self, queue: GpuQueue) -> Waiter:
         try:
@@ -239,6 +260,15 @@ class GpuSteps:
             position,
         )
         minutes, seconds = divmod(int(waited), 60)
+        self.audit(
+            "refuse",
+            user=self.user.name,
+            project=self.project,
+            server=self.name or "",
+            status=429,
+            kind="queue_timeout",
+            reason=f"no GPU became free in {waited:.0f} s (position {position})",
+        )
         raise user_error(
             429,
             f"No GPU became free in {minutes} min {seconds:02d} s of waiting (you were "
@@ -270,6 +300,15 @@ class GpuSteps:
                     request.count,
                     request.gpu_type,
                     e,
+                )
+                self.audit(
+                    "refuse",
+                    user=self.user.name,
+                    project=self.project,
+                    server=self.name or "",
+                    status=429,
+                    kind="no_gpu",
+                    reason=str(e),
                 )
                 raise user_error(429, str(e)) from e
         else:

@@ -8,6 +8,7 @@ so two launches of one user can never both pass.
 from __future__ import annotations
 
 import asyncio
+import functools
 import grp
 import pwd
 from datetime import datetime, timezone
@@ -26,12 +27,14 @@ _stores: dict[str, LimitsStore] = {}
 _checked_versions: dict[int, object] = {}
 
 
-def limits_store(path: str, log=None) -> LimitsStore:
+def limits_store(path: str, log=None, on_event=None) -> LimitsStore:
     """The hub process's store for ``path``, made once: by ``startup.check_config`` while the
     hub starts (so the version good at start is the last good one), else at first use.
     LimitsError when there is no good version at all."""
     if path not in _stores:
         _stores[path] = LimitsStore(path, log)
+    if on_event is not None and _stores[path].on_event is None:
+        _stores[path].on_event = on_event
     return _stores[path]
 
 
@@ -43,6 +46,12 @@ def unix_groups(username: str) -> list[str]:
         return []
     names = [g.gr_name for g in grp.getgrall() if username in g.gr_mem or g.gr_gid == primary]
     return sorted(set(names))
+
+
+def _limits_event(settings: tuple, event: str, **fields) -> None:
+    from .audit import audit_log
+
+    audit_log(*settings).write(event, **fields)
 
 
 class LimitSteps:
@@ -62,7 +71,9 @@ class LimitSteps:
             return Limits.unlimited()
         groups = await self.user_group_names()
         try:
-            store = await asyncio.to_thread(limits_store, self.limits_file, self.log)
+            store = await asyncio.to_thread(
+                limits_store, self.limits_file, self.log, self._limits_event()
+            )
         except LimitsError as e:  # only when the hub started without check_config
             self.log.error("No usable limits for user=%s: %s", self.user.name, e)
             raise user_error(503, LIMITS_DOWN_MESSAGE) from e
@@ -76,9 +87,24 @@ class LimitSteps:
         self.log.debug("Limits of user=%s: %s", self.user.name, "; ".join(resolved.lines()))
         return resolved.limits
 
+    def _limits_event(self):
+        """The limits store's reload/error into the audit log (a function of the settings
+        only: the store outlives this spawner)."""
+        settings = (self.audit_log_file, self.audit_log_max_bytes, self.audit_log_backups)
+        return functools.partial(_limits_event, settings)
+
     def refuse(self, e) -> None:
         """Turn a quota.LimitRefused into the user's HTTP error, with an admin log line."""
         self.log.warning(
             "Limit refused user=%s project=%s: %s", self.user.name, self.project or "?", e
+        )
+        self.audit(
+            "refuse",
+            user=self.user.name,
+            project=self.project or "",
+            server=self.name or "",
+            status=e.status,
+            kind="limit",
+            reason=str(e),
         )
         raise user_error(e.status, str(e)) from e

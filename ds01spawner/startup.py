@@ -88,9 +88,10 @@ def check_timeouts(config: Any) -> None:
         )
 
 
-def configure_services(config: Any, port: int) -> None:
-    """Register the ``ds01-limits`` service (the ``check limits`` JSON API) on ``port``, and
-    the ``ds01-culler`` service (culler/registration.py; ``c.DS01Culler`` settings).
+def configure_services(config: Any, port: int, admin_port: int | None = None) -> None:
+    """Register the ``ds01-limits`` service (the ``check limits`` JSON API) on ``port``, the
+    ``ds01-culler`` service (culler/registration.py; ``c.DS01Culler`` settings) and the
+    ``ds01-admin`` service (admin view, docs/admin-view.md) on ``admin_port`` (``port + 1``).
 
     Call it after every change to ``DS01Spawner`` or ``DS01Culler`` settings: it replaces its
     own earlier registrations, and gives every user's token access to ``ds01-limits``.
@@ -128,8 +129,58 @@ def configure_services(config: Any, port: int) -> None:
     for role in roles:
         if role["name"] == "user" and "access:services!service=ds01-limits" not in role["scopes"]:
             role["scopes"] = [*role["scopes"], "access:services!service=ds01-limits"]
-    roles.append({"name": "ds01-limits", "scopes": ["read:users"], "services": ["ds01-limits"]})
+    roles.append(
+        {
+            "name": "ds01-limits",
+            "scopes": ["read:users", "read:servers"],
+            "services": ["ds01-limits"],
+        }
+    )
     config.JupyterHub.load_roles = roles
     from .culler.registration import register_culler
 
     register_culler(config)
+    register_admin(config, env, port + 1 if admin_port is None else admin_port)
+
+
+#: what ds01-admin may do at the hub: list users and their servers (with the admin flag and
+#: groups), and stop servers (the retire action). Nothing else: it cannot create users, tokens
+#: or servers, nor change roles.
+ADMIN_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers"]
+
+
+def register_admin(config: Any, env: dict, port: int) -> None:
+    """Add (or replace) the ``ds01-admin`` service and its role. Hub admins reach it through
+    their ``admin`` role (``access:services``); no other role is given access, and the service
+    checks the admin flag itself as well."""
+    import sys
+
+    from .audit import environment as audit_environment
+    from .culler.state import state_path
+
+    section = config.get("DS01Spawner", {})
+    admin_env = {
+        **env,
+        **audit_environment(section),
+        "DS01_CULLER_STATE_FILE": config.get("DS01Culler", {}).get("state_file")
+        or state_path(config),
+        "DS01_GPU_INVENTORY": str(section.get("gpu_inventory", "auto")),
+        "DS01_SIMULATED_GPUS": json.dumps(list(section.get("simulated_gpus", []))),
+        "DS01_SIMULATED_GPU_STATE_FILE": section.get("simulated_gpu_state_file", ""),
+        "DS01_GPUS_BUSY_OUTSIDE": "1" if section.get("gpus_busy_outside_ds01", True) else "0",
+    }
+    services = [s for s in config.JupyterHub.get("services", []) if s.get("name") != "ds01-admin"]
+    services.append(
+        {
+            "name": "ds01-admin",
+            "url": f"http://127.0.0.1:{port}",
+            "command": [sys.executable, "-m", "ds01spawner.admin"],
+            "environment": admin_env,
+            "oauth_no_confirm": True,
+            "display": True,
+        }
+    )
+    config.JupyterHub.services = services
+    roles = [r for r in config.JupyterHub.get("load_roles", []) if r.get("name") != "ds01-admin"]
+    roles.append({"name": "ds01-admin", "scopes": list(ADMIN_SCOPES), "services": ["ds01-admin"]})
+    config.JupyterHub.load_roles = roles

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..audit import AuditLog, NoAuditLog, mark_retire
 from ..errors import DOCKER_ERRORS
 from ..gpus.table import hub_containers_filter
 from ..limits import Limits, LimitsError, explain
@@ -138,6 +139,7 @@ class Culler:
         cgroups: CgroupCpu | None = None,
         clock: Callable[[], datetime] = utcnow,
         log: Any = None,
+        audit: AuditLog | NoAuditLog | None = None,
     ) -> None:
         self.hub, self.kernels, self.engine, self.gpus = hub, kernels, engine, gpus
         self.limits = limits
@@ -150,6 +152,7 @@ class Culler:
         self.cgroups = cgroups
         self.clock = clock
         self.log = log or logging.getLogger("ds01spawner.culler")
+        self.audit = audit or NoAuditLog()
         self.state = State.load(state_file)
         self.cpu = CpuMeter()
         self._containers: dict[str, Container] = {}  # inspect results, by container id
@@ -469,10 +472,22 @@ class Culler:
                 left=span(g.deadline - now).replace(" ", ""),
             )
             self._notify(s, project_notices.notice_line(now, "WARNING", g.reason, g.message))
+            self.audit.write(
+                "warn",
+                user=s.hub.user,
+                project=s.record.project if s.record else None,
+                server=s.hub.name or "",
+                reason=g.reason,
+                deadline=iso(g.deadline),
+            )
 
     async def _retire(self, s: _Seen, now: datetime, report: Report) -> None:
         hs = s.hub
         reason = s.decision.reason
+        # the spawner writes the retire event; it learns why from this intent
+        await self._thread(
+            mark_retire, self.audit.path, hs.user, hs.name or "", f"culler: {reason}", "ds01-culler"
+        )
         try:
             code = await self.hub.stop(hs.user, hs.name)
         except SignalError as e:

@@ -19,6 +19,7 @@ import json
 import sys
 from typing import Any
 
+from ..audit import environment as audit_environment
 from .state import state_path
 
 SERVICE_NAME = "ds01-culler"
@@ -65,6 +66,7 @@ def register_culler(config: Any) -> None:
         "DS01_SIMULATED_GPUS": json.dumps(list(spawner.get("simulated_gpus", []))),
         "DS01_SIMULATED_GPU_STATE_FILE": spawner.get("simulated_gpu_state_file", ""),
     }
+    env.update(audit_environment(spawner))
     base_url = spawner.get("client_kwargs", {}).get("base_url")
     if base_url:
         env["DS01_DOCKER_HOST"] = base_url

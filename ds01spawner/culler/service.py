@@ -21,6 +21,7 @@ import sys
 from traitlets import Bool, Float, Int, List, Unicode, default, validate
 from traitlets.config import Application, Config
 
+from ..audit import from_environment as audit_from_environment
 from ..gpus import InventoryError, make_inventory
 from .cycle import Culler, LimitsSource
 from .decision import Settings
@@ -232,6 +233,7 @@ class DS01Culler(Application):
             cpu_busy_cores=self.cpu_busy_cores,
             concurrency=self.concurrency,
             log=self.log,
+            audit=audit_from_environment(env),
         )
 
     async def run(self, culler: Culler, stop: asyncio.Event) -> None:

@@ -23,7 +23,8 @@ CONFIG = Path(__file__).with_name("hub_config.py")
 
 
 def free_port_block(size: int = 82) -> int:
-    """A port p with p, p+1, p+2 and p+81 free (public, proxy API, limits service, hub API)."""
+    """A port p with p .. p+3 and p+81 free (public, proxy API, limits and admin services,
+    hub API)."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -31,7 +32,7 @@ def free_port_block(size: int = 82) -> int:
         if p + size > 65000:
             continue
         ok = True
-        for q in (p, p + 1, p + 2, p + 81):
+        for q in (p, p + 1, p + 2, p + 3, p + 81):
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", q))
