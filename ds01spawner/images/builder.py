@@ -149,8 +149,14 @@ class BuildJob:
 class ImageBuilder:
     """Runs builds in its own pool of ``threads``; one per content hash at a time."""
 
-    def __init__(self, api_factory: Callable[[float], object], threads: int = 2) -> None:
+    def __init__(
+        self,
+        api_factory: Callable[[float], object],
+        threads: int = 2,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
         self._api_factory = api_factory
+        self.log = logger or log
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ds01-build")
         self._jobs: dict[str, BuildJob] = {}
         self._recent: OrderedDict[str, BuildJob] = OrderedDict()  # finished with success
@@ -175,7 +181,7 @@ class ImageBuilder:
         self._jobs[spec.key] = job
         self.builds_started += 1
         self.events.append((time.monotonic(), "start", spec.key, spec.tag))
-        log.info("Image build started %s tag=%s", spec.who, spec.tag)
+        self.log.info("Image build started %s tag=%s", spec.who, spec.tag)
         timer = loop.call_later(spec.timeout, self._expire, job)
         work = asyncio.wrap_future(self._pool.submit(self._run, job))
         work.add_done_callback(lambda f: self._finished(job, f, timer))
@@ -203,17 +209,18 @@ class ImageBuilder:
     def _finished(self, job: BuildJob, work: asyncio.Future, timer: asyncio.TimerHandle) -> None:
         timer.cancel()
         job.finished_at = time.monotonic()
-        self._jobs.pop(job.spec.key, None)
+        error = work.exception()  # retrieved always, also after a timeout
+        if self._jobs.get(job.spec.key) is job:
+            del self._jobs[job.spec.key]
         if job.future.done():  # expired: the timeout already answered the waiters
             return
-        error = work.exception()
         if error is None:
             result = BuildResult(work.result(), job.elapsed(), job.step[1] if job.step else 0)
             self._recent[job.spec.key] = job
             while len(self._recent) > 64:
                 self._recent.popitem(last=False)
             self.events.append((time.monotonic(), "done", job.spec.key, job.spec.tag))
-            log.info(
+            self.log.info(
                 "Image build finished %s tag=%s in %.1f s",
                 job.spec.who,
                 job.spec.tag,
@@ -222,7 +229,7 @@ class ImageBuilder:
             job.future.set_result(result)
             return
         self.events.append((time.monotonic(), "failed", job.spec.key, job.spec.tag))
-        log.warning(
+        self.log.warning(
             "Image build failed %s tag=%s after %.1f s: %s",
             job.spec.who,
             job.spec.tag,
@@ -236,9 +243,10 @@ class ImageBuilder:
             return
         job.cancelled.set()
         seconds = job.elapsed()
-        self._jobs.pop(job.spec.key, None)
+        if self._jobs.get(job.spec.key) is job:
+            del self._jobs[job.spec.key]
         self.events.append((time.monotonic(), "timeout", job.spec.key, job.spec.tag))
-        log.warning(
+        self.log.warning(
             "Image build timed out %s tag=%s after %.0f s (%s); stopping it",
             job.spec.who,
             job.spec.tag,
@@ -269,9 +277,9 @@ class ImageBuilder:
                 cid = job.container
                 if cid:
                     try:
-                        api.kill_container(cid)
+                        api.kill(cid)
                         if cid not in killed:
-                            log.info("Killed container %s of a timed-out build", cid[:12])
+                            self.log.info("Killed container %s of a timed-out build", cid[:12])
                             killed.add(cid)
                     except ENGINE_ERRORS:
                         pass

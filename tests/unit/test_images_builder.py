@@ -49,7 +49,7 @@ class FakeAPI:
     def inspect_image(self, tag):
         return {"Id": "sha256:" + "f" * 64}
 
-    def kill_container(self, cid):
+    def kill(self, cid):
         self.killed.append(cid)
         self.kill_event.set()
 
