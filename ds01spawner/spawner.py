@@ -3,7 +3,8 @@
 This class holds the traits and orchestrates start/stop/poll/progress. The decisions live in small
 modules: ``names`` (project names, container names), ``workspace`` (paths and confinement),
 ``identity`` (uid:gid), ``container_spec`` (the container as dicts), ``ports``, ``gpus`` (inventory,
-allocator, label table) and ``spawner_gpus`` (the GPU steps of a spawn).
+allocator, label table), ``spawner_gpus`` (the GPU steps of a spawn) and ``spawner_images`` (a
+project's own image from its Dockerfile).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from .progress import ProgressLog
 from .quota import LimitRefused, shape_request
 from .readiness import ServerExited, wait_until_listening
 from .spawner_gpus import GpuSteps
+from .spawner_images import ImageSteps
 from .spawner_limits import LimitSteps
 from .workspace import WorkspaceError, prepare_workspace
 
 
-class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
+class DS01Spawner(GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
     """Spawn each project of a user as a named server in a fresh, temporary container.
 
     The project folder ``<workspace_root>/<project>`` is mounted at ``/workspace``; everything
@@ -426,6 +428,8 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
                 self.user.name,
                 project,
             )
+        # the project's own image when it has a Dockerfile (built when needed), else self.image
+        await self.project_image(project, self._workspace_dir, ident)
 
     async def start(self):
         self._progress_log = ProgressLog()
@@ -510,6 +514,7 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
 
     async def pull_image(self, image: str) -> None:
         """Check the image exists locally; DS01 never pulls from a registry at spawn."""
+        image = self.run_image or image
         self.progress_log.emit(20, f"Checking image {image}")
         try:
             await self.docker("inspect_image", image)
@@ -543,7 +548,7 @@ class DS01Spawner(GpuSteps, LimitSteps, DockerSpawner):
         ident: Identity = self._identity_used
         spec = ServerSpec(
             name=self.object_name,
-            image=self.image,
+            image=self.run_image or self.image,
             # Jupyter kills kernels 5 s after its own SIGTERM; give them the whole grace period.
             command=list(self.cmd)
             + [f"--KernelManager.shutdown_wait_time={self.stop_grace_seconds}"]
