@@ -58,7 +58,9 @@ c.JupyterHub.default_url = "/hub/home"
 c.JupyterHub.named_server_limit_per_user = 0  # PRODUCTION: limits come from the DS01 limits file
 # Servers keep running across hub restarts; the spawner finds them again from its state.
 c.JupyterHub.cleanup_servers = False
-c.Spawner.start_timeout = 120
+# No start_timeout here: it wraps the whole start, a project image build included, and DS01's
+# default (image_build_timeout + http_timeout + 60 s) covers it; check_config below refuses a
+# shorter one (docs/images.md). Servers that hang are still given up after http_timeout.
 c.JupyterHub.spawner_class = "ds01"
 
 # ---- the DS01 spawner (see docs/configuration.md for every setting) ----
@@ -69,6 +71,13 @@ c.DS01Spawner.workspace_root = os.environ.get(
 c.DS01Spawner.image = "ds01/base:latest"
 c.DS01Spawner.network_name = "host"  # one loopback port per server; see docs/admin-guide.md
 c.DS01Spawner.stop_grace_seconds = 30
+
+# ---- project images ----
+# A project with a Dockerfile gets its own image, built at launch when its content changed
+# (docs/images.md). Dockerfiles may start FROM these images only; they must exist locally.
+# PRODUCTION: add the CUDA variants you provide, e.g. ["ds01/*", "nvidia/cuda:12.4*"].
+c.DS01Spawner.allowed_base_images = ["ds01/*"]
+c.DS01Spawner.image_build_timeout = 600
 
 # ---- GPUs ----
 # With an NVIDIA driver, the real GPUs and MIG instances (NVML). Without one (the demo machine),

@@ -21,7 +21,7 @@ class ConfigCheckError(SystemExit):
 
 
 def check_config(config: Any) -> None:
-    """Refuse to start on a limits file or a GPU inventory that cannot work.
+    """Refuse to start on a limits file, a start timeout or a GPU inventory that cannot work.
 
     A limits file must exist and parse (the message names the file, the line and the key).
     GPU inventory ``auto`` and ``none`` always start (``auto`` falls back to no GPUs and logs
@@ -36,6 +36,7 @@ def check_config(config: Any) -> None:
             limits_store(limits_file, log)  # this version is the last good one from now on
         except LimitsError as e:
             raise ConfigCheckError(f"DS01: the limits file cannot be used: {e}") from e
+    check_start_timeout(config)
     kind = section.get("gpu_inventory", "auto")
     if str(kind).strip().lower() not in ("nvml", "simulated"):
         return
@@ -49,6 +50,38 @@ def check_config(config: Any) -> None:
     except InventoryError as e:
         raise ConfigCheckError(f"DS01: the GPU inventory {kind!r} cannot start: {e}") from e
     inventory.close()
+
+
+def _setting(config: Any, name: str, default: Any) -> Any:
+    """A spawner setting as the spawner would see it (the most specific section wins)."""
+    for section in ("DS01Spawner", "ImageSteps", "DockerSpawner", "Spawner"):
+        values = config.get(section, {})
+        if name in values:
+            return values[name]
+    return default
+
+
+def check_start_timeout(config: Any) -> None:
+    """JupyterHub's ``start_timeout`` wraps the whole start, an image build included: refuse
+    one that leaves no room for ``image_build_timeout`` plus ``http_timeout``.
+
+    Without a configured ``start_timeout`` DS01's default already covers both.
+    """
+    if not _setting(config, "project_images", True):
+        return
+    start = _setting(config, "start_timeout", None)
+    if start is None:
+        return
+    build = int(_setting(config, "image_build_timeout", 600))
+    http = int(_setting(config, "http_timeout", 30))
+    if int(start) < build + http:
+        raise ConfigCheckError(
+            f"DS01: start_timeout = {start} s leaves no room for a project image build "
+            f"(image_build_timeout = {build} s, then http_timeout = {http} s): a build could "
+            f"never finish. Remove the start_timeout setting (DS01's default is "
+            f"{build + http + 60} s), set it to at least {build + http}, or lower "
+            f"c.DS01Spawner.image_build_timeout."
+        )
 
 
 def configure_services(config: Any, port: int) -> None:
