@@ -46,6 +46,19 @@ if os.environ.get("DS01_TEST_CMD"):
     c.DS01Spawner.cmd = json.loads(os.environ["DS01_TEST_CMD"])
 if os.environ.get("DS01_TEST_INVENTORY"):
     c.DS01Spawner.gpu_inventory = os.environ["DS01_TEST_INVENTORY"]
+# Project images: a small context limit and short timeouts for the image tests.
+if os.environ.get("DS01_TEST_BUILD_TIMEOUT"):
+    c.DS01Spawner.image_build_timeout = int(os.environ["DS01_TEST_BUILD_TIMEOUT"])
+if os.environ.get("DS01_TEST_CONTEXT_LIMIT"):
+    c.DS01Spawner.image_context_limit = os.environ["DS01_TEST_CONTEXT_LIMIT"]
+if os.environ.get("DS01_TEST_KEEP_IMAGES"):
+    c.DS01Spawner.images_kept_per_project = int(os.environ["DS01_TEST_KEEP_IMAGES"])
+# 0: every launch answers 202 at once and its outcome is read from the progress stream
+if os.environ.get("DS01_TEST_SLOW_SPAWN_TIMEOUT"):
+    c.JupyterHub.tornado_settings = {
+        **c.JupyterHub.get("tornado_settings", {}),
+        "slow_spawn_timeout": float(os.environ["DS01_TEST_SLOW_SPAWN_TIMEOUT"]),
+    }
 # the shipped config checked its own settings; check what this file changed, as it would
 from ds01spawner.startup import check_config, configure_services  # noqa: E402
 
