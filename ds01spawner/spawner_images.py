@@ -360,6 +360,7 @@ class ImageSteps(LoggingConfigurable):
                 labels={DIGEST_LABEL: digest},
                 timeout=self.image_build_timeout,
                 who=who,
+                container_limits=self._build_limits(),
             )
             job = builder.start(spec)
             self.progress_log.emit(
@@ -383,6 +384,11 @@ class ImageSteps(LoggingConfigurable):
         self.progress_log.emit(BUILD_TO, f"Image built in {result.seconds:.0f} s")
         self._prune_later(ref)
         return result.image_id
+
+    def _build_limits(self) -> dict | None:
+        """A build's RUN steps get the memory limit of the user's servers (limits file)."""
+        memory = getattr(getattr(self, "_limits", None), "memory", None)
+        return {"memory": memory, "memswap": memory} if memory else None
 
     def _build_listener(self):
         """Each build line to the spawn page: steps move the bar, output lines are messages."""

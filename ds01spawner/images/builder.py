@@ -55,6 +55,7 @@ class BuildSpec:
     labels: dict[str, str] = field(default_factory=dict)
     timeout: float = 600.0
     who: str = ""  # for log lines: user=... project=...
+    container_limits: dict | None = None  # of the build's containers, e.g. {"memory": bytes}
 
 
 @dataclass
@@ -341,6 +342,7 @@ class ImageBuilder:
             decode=True,
             buildargs=spec.buildargs,
             labels=spec.labels,
+            container_limits=spec.container_limits or None,
         )
         image_id = None
         error = None
