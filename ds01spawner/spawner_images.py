@@ -293,17 +293,25 @@ class ImageSteps(LoggingConfigurable):
         }
 
     async def _base_image_id(self, name: str, parsed, who: str) -> str:
+        ref = next(r for r in parsed.images if r.image == name)
+        where = (
+            f"Line {ref.lineno} of your Dockerfile (`{shown(ref.text)}`) uses the image {name!r}"
+        )
         try:
             return (await self.docker("inspect_image", name))["Id"]
         except docker.errors.ImageNotFound as e:
-            ref = next(r for r in parsed.images if r.image == name)
             self.log.warning("Dockerfile %s needs missing base image %s", who, name)
             raise user_error(
                 400,
-                f"Line {ref.lineno} of your Dockerfile (`{shown(ref.text)}`) uses the image "
-                f"{name!r}, which is allowed but not on this server (DS01 never downloads "
+                f"{where}, which is allowed but not on this server (DS01 never downloads "
                 f"images). Start FROM {self.image}, or ask an admin to add {name}.",
             ) from e
+        except docker.errors.APIError as e:
+            if e.status_code and 400 <= e.status_code < 500:  # e.g. an invalid reference
+                raise user_error(
+                    400, f"{where}, which Docker does not accept: {e.explanation or e}."
+                ) from e
+            raise
 
     async def _existing_image(self, ref: str, digest: str, who: str) -> str | None:
         """The id of the image for this content, tagged ``ref``; None when it must be built.

@@ -27,6 +27,7 @@ import posixpath
 import re
 import stat
 import tarfile
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -411,20 +412,23 @@ class FileHashCache:
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._data: OrderedDict[tuple, str] = OrderedDict()
+        self._lock = threading.Lock()  # used from several threads of the hub
         self.max_entries = max_entries
         self.reads = 0  # files actually read (for tests)
 
     def get(self, key: tuple) -> str | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
 
     def put(self, key: tuple, value: str) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
 
 
 class _Opener:

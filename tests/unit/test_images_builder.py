@@ -361,3 +361,48 @@ def test_delete_user_images_keeps_images_in_use():
     engine = FakeEngine([img("ds01-bob/a:1", 1), img("ds01-bob/b:1", 2)], ["sha256:ds01-bob/b:1"])
     deleted, kept = housekeeping.delete_user_images(engine, "ds01", "bob")
     assert deleted == ["ds01-bob/a:1"] and kept == ["ds01-bob/b:1"]
+
+
+# ---- what the spawn page gets from a build -----------------------------------------------------
+
+
+def test_build_lines_become_progress_events(monkeypatch):
+    from types import SimpleNamespace
+
+    from ds01spawner import spawner_images
+    from ds01spawner.progress import ProgressLog
+    from ds01spawner.spawner_images import ImageSteps
+
+    monkeypatch.setattr(spawner_images, "MAX_PROGRESS_LINES", 3)
+
+    async def main():
+        fake = SimpleNamespace(progress_log=ProgressLog())
+        listener = ImageSteps._build_listener(fake)
+        for line in [
+            "Step 1/4 : FROM ds01/base:latest",
+            " ---> a9f492361356",
+            "Step 2/4 : RUN pip install x",
+            " ---> Running in 0123456789ab",
+            "<script>alert(1)</script>",
+            "two",
+            "three",
+            "four",
+            "five",
+            "Removing intermediate container 0123456789ab",
+            "Step 4/4 : ENV A=1",
+        ]:
+            listener(line)
+        return fake.progress_log.events
+
+    events = asyncio.run(main())
+    shown = [(e["progress"], e["message"]) for e in events]
+    assert shown == [
+        (15, "Step 1/4 : FROM ds01/base:latest"),
+        (23, "Step 2/4 : RUN pip install x"),
+        (23, "<script>alert(1)</script>"),
+        (23, "two"),
+        (23, "three"),
+        (23, "(more output in .ds01/build.log in your project folder)"),
+        (41, "Step 4/4 : ENV A=1"),
+    ]
+    assert events[2]["html_message"] == "&lt;script&gt;alert(1)&lt;/script&gt;"
