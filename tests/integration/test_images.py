@@ -62,8 +62,19 @@ def write_project(hub, user: str, project: str, files: dict) -> None:
 
 
 def progress_events(hub, user: str, server: str, timeout: float = 240) -> list[dict]:
-    """Every event of the progress stream until the spawn is ready or failed."""
-    r = hub.api("GET", f"/users/{user}/servers/{server}/progress", stream=True, timeout=timeout)
+    """Every event of the progress stream until the spawn is ready or failed.
+
+    A spawn refused at once can be between "no longer pending" and "failed" for a moment, when
+    JupyterHub answers 400 "not starting"; ask again until it has the outcome.
+    """
+
+    def stream():
+        r = hub.api("GET", f"/users/{user}/servers/{server}/progress", stream=True, timeout=timeout)
+        if r.status_code == 400 and "is not starting" in r.text:
+            return None
+        return (r,)  # a Response of an error is falsy
+
+    (r,) = wait_for(stream, 30, f"the progress stream of {user}/{server}")
     assert r.status_code == 200, r.text
     events = []
     for line in r.iter_lines(decode_unicode=True):
