@@ -514,7 +514,6 @@ class DS01Spawner(GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
 
     async def pull_image(self, image: str) -> None:
         """Check the image exists locally; DS01 never pulls from a registry at spawn."""
-        image = self.run_image or image
         self.progress_log.emit(20, f"Checking image {image}")
         try:
             await self.docker("inspect_image", image)
@@ -548,7 +547,7 @@ class DS01Spawner(GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
         ident: Identity = self._identity_used
         spec = ServerSpec(
             name=self.object_name,
-            image=self.run_image or self.image,
+            image=self.image,
             # Jupyter kills kernels 5 s after its own SIGTERM; give them the whole grace period.
             command=list(self.cmd)
             + [f"--KernelManager.shutdown_wait_time={self.stop_grace_seconds}"]

@@ -1,7 +1,8 @@
 """Image steps of a spawn: a project's ``Dockerfile`` becomes the image its server runs.
 
 A mixin of DS01Spawner (it uses the spawner's ``docker()``, ``client``, ``prefix``, ``image``,
-``progress_log`` and ``log``). ``project_image`` is called once the workspace is ready:
+``progress_log`` and ``log``). ``project_image`` is called once the workspace is ready, and
+DockerSpawner's ``start`` then runs with the image it chose (``start`` below):
 
 1. no ``Dockerfile`` in the project: the server runs ``image`` as before;
 2. read and check the Dockerfile (allowed base images, before anything is built), scan the build
@@ -191,11 +192,17 @@ class ImageSteps(LoggingConfigurable):
         call = functools.partial(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(ImageSteps._image_io, call)
 
-    def get_env(self) -> dict:
-        env = super().get_env()
+    async def start(self):
+        """DockerSpawner's start with the project's image as ``image``, so that everything it
+        does (the image check, the container, its log lines, ``JUPYTER_IMAGE_SPEC``) uses the
+        image that runs; the configured image is back afterwards."""
+        configured = self.image
         if self.run_image:
-            env["JUPYTER_IMAGE_SPEC"] = self.run_image
-        return env
+            self.image = self.run_image
+        try:
+            return await super().start()
+        finally:
+            self.image = configured
 
     # ---- the step ------------------------------------------------------------------------------
 

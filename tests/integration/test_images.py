@@ -143,6 +143,7 @@ def test_unchanged_project_is_not_rebuilt_and_a_change_is(images_hub, docker_cli
     c = server_container(docker_client, hub, "alice")
     first_ref = c.attrs["Config"]["Image"]
     assert first_ref.startswith(f"{hub.prefix}-alice/envy:")
+    assert f"JUPYTER_IMAGE_SPEC={first_ref}" in c.attrs["Config"]["Env"]
     assert c.exec_run(["cat", "/opt/marker"]).output.decode().strip() == f"{TOKEN}-envy"
     log = hub.workspaces / "alice" / "envy" / ".ds01" / "build.log"
     assert "Successfully built" in log.read_text() and "# built in" in log.read_text()
@@ -182,6 +183,17 @@ def test_unchanged_project_is_not_rebuilt_and_a_change_is(images_hub, docker_cli
 
     wait_for(lambda: first_ref not in refs(), 30, "the oldest image to be pruned")
     assert second_ref in refs() and len(refs()) == 2
+
+    # without its Dockerfile the same server runs the configured image again
+    (hub.workspaces / "alice" / "envy" / "Dockerfile").rename(
+        hub.workspaces / "alice" / "envy" / "Dockerfile.off"
+    )
+    ready(launch(hub, "alice", "envy")[0], hub)
+    assert server_container(docker_client, hub, "alice").attrs["Config"]["Image"] == (
+        "ds01/base:latest"
+    )
+    assert builds(hub, "envy") == 3
+    hub.stop_server("alice", "envy")
 
 
 def test_progress_arrives_in_order_and_reaches_100_only_when_ready(images_hub):
