@@ -118,7 +118,7 @@ class ProjectsAPI(web.RequestHandler):
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError as e:
-            raise web.HTTPError(400, "The body must be JSON such as {\"name\": \"thesis\"}.") from e
+            raise web.HTTPError(400, 'The body must be JSON such as {"name": "thesis"}.') from e
         if not isinstance(body, dict) or set(body) - {"name", "template"}:
             raise web.HTTPError(400, "The body may have only 'name' and 'template'.")
         name, template = body.get("name", ""), body.get("template", "empty")
