@@ -58,6 +58,10 @@ c.JupyterHub.default_url = "/hub/home"
 c.JupyterHub.named_server_limit_per_user = 0  # PRODUCTION: limits come from the DS01 limits file
 # Servers keep running across hub restarts; the spawner finds them again from its state.
 c.JupyterHub.cleanup_servers = False
+# No start_timeout here: it wraps the whole start, a project image build and a wait in the GPU
+# queue included, and DS01's default (image_build_timeout + gpu_queue_timeout + http_timeout +
+# 60 s) covers them; check_config below refuses a shorter one (docs/images.md, docs/gpus.md).
+# Servers that hang are still given up after http_timeout.
 c.JupyterHub.spawner_class = "ds01"
 
 # ---- the DS01 spawner (see docs/configuration.md for every setting) ----
@@ -68,6 +72,13 @@ c.DS01Spawner.workspace_root = os.environ.get(
 c.DS01Spawner.image = "ds01/base:latest"
 c.DS01Spawner.network_name = "host"  # one loopback port per server; see docs/admin-guide.md
 c.DS01Spawner.stop_grace_seconds = 30
+
+# ---- project images ----
+# A project with a Dockerfile gets its own image, built at launch when its content changed
+# (docs/images.md). Dockerfiles may start FROM these images only; they must exist locally.
+# PRODUCTION: add the CUDA variants you provide, e.g. ["ds01/*", "nvidia/cuda:12.4*"].
+c.DS01Spawner.allowed_base_images = ["ds01/*"]
+c.DS01Spawner.image_build_timeout = 600
 
 # ---- GPUs ----
 # With an NVIDIA driver, the real GPUs and MIG instances (NVML). Without one (the demo machine),
@@ -91,11 +102,10 @@ else:
     c.DS01Spawner.simulated_gpu_state_file = os.path.join(state_dir, "simulated-gpus.json")
 c.DS01Spawner.default_gpus = 1
 # A launch that finds no free GPU waits up to 15 min in a fair queue, its place in line shown on
-# the progress page (docs/gpus.md); 0 turns the queue off (immediate HTTP 429). start_timeout
-# must cover the wait: the hub refuses to start otherwise.
+# the progress page (docs/gpus.md); 0 turns the queue off (immediate HTTP 429). DS01's default
+# start_timeout covers the wait (see the start_timeout note above).
 c.DS01Spawner.gpu_queue_timeout = 15 * 60
 c.DS01Spawner.gpu_queue_file = os.path.join(state_dir, "gpu-queue.json")
-c.Spawner.start_timeout = c.DS01Spawner.gpu_queue_timeout + 120
 
 # ---- limits ----
 # Per-user and per-group limits, checked at every launch. The demo uses the commented example.

@@ -60,7 +60,7 @@ OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "actor": str,
     "target": str,
     "waited": (int, float),
-    "cached": bool,
+    "joined": bool,
     "error": str,
     "ok": bool,
     "details": dict,

@@ -41,7 +41,7 @@ def observe(record: Mapping[str, Any]) -> None:
             SPAWN_PHASE.labels(phase).observe(float(seconds))
     elif kind == "retire":
         RETIREMENTS.labels(reason_label(str(record.get("reason", "")))).inc()
-    elif kind == "build":
+    elif kind == "build" and not record.get("joined"):
         BUILDS.labels("ok" if record.get("ok") else "failed").inc()
     elif kind == "refuse":
         REFUSALS.labels(str(record.get("kind") or "limit")).inc()

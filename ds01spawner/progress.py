@@ -19,10 +19,13 @@ class ProgressLog:
         self._changed = asyncio.Event()
 
     def emit(self, progress: int, message: str) -> None:
+        """Add an event. Progress never goes back: a step that comes after a long one (an
+        image build that took the bar to 50) keeps the bar where it is."""
         text = str(message)
+        last = self.events[-1]["progress"] if self.events else 0
         self.events.append(
             {
-                "progress": max(0, min(100, int(progress))),
+                "progress": max(last, min(100, int(progress))),
                 "message": text,
                 "html_message": escape(text),
             }

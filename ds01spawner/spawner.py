@@ -3,7 +3,8 @@
 This class holds the traits and orchestrates start/stop/poll/progress. The decisions live in small
 modules: ``names`` (project names, container names), ``workspace`` (paths and confinement),
 ``identity`` (uid:gid), ``container_spec`` (the container as dicts), ``ports``, ``gpus`` (inventory,
-allocator, label table) and ``spawner_gpus`` (the GPU steps of a spawn).
+allocator, label table), ``spawner_gpus`` (the GPU steps of a spawn) and ``spawner_images`` (a
+project's own image from its Dockerfile).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from .quota import LimitRefused, shape_request
 from .readiness import ServerExited, wait_until_listening
 from .spawner_form import FormSteps
 from .spawner_gpus import GpuSteps
+from .spawner_images import ImageSteps
 from .spawner_limits import LimitSteps
 from .workspace import WorkspaceError, prepare_workspace
 
 
-class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
+class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
     """Spawn each project of a user as a named server in a fresh, temporary container.
 
     The project folder ``<workspace_root>/<project>`` is mounted at ``/workspace``; everything
@@ -196,8 +198,8 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
 
         The progress page shows its place in line ("Waiting for a GPU: 2nd in line (4 of 4
         GPUs busy)"); docs/gpus.md has the order rule. ``0``: no queue, such a launch is refused
-        at once with HTTP 429. The hub refuses to start when ``start_timeout`` is shorter than
-        this plus ``http_timeout`` (it would kill launches that wait legitimately).
+        at once with HTTP 429. DS01's default ``start_timeout`` includes it; the hub refuses to
+        start when a configured one is shorter than build + queue + ``http_timeout``.
         Default: ``0``. Example: ``c.DS01Spawner.gpu_queue_timeout = 3600``.
         """,
     ).tag(config=True)
@@ -575,7 +577,11 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
             )
         if options.template:
             await self._apply_template(ws.project_dir, options.template, ident)
-        self.image = options.image or self._configured_image
+        if options.image:
+            self.run_image = options.image  # an offered image, instead of the project's own
+        else:
+            # the project's own image when it has a Dockerfile (built when needed), else image
+            await self.project_image(project, self._workspace_dir, ident)
 
     async def _apply_template(self, project_dir, template: str, ident: Identity) -> None:
         self.progress_log.emit(12, f"Creating the project from the template {template}")
@@ -586,7 +592,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
                 self.templates[template],
                 ident.uid,
                 ident.gid,
-                {"project": self.project, "base_image": self._configured_image},
+                {"project": self.project, "base_image": self.image},
                 self.workspace_mode,
             )
         except WorkspaceError as e:
@@ -610,8 +616,6 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, DockerSpawner):
         self._progress_log = ProgressLog()
         self._phases: dict[str, float] = {}
         self._t_allocated = None
-        if not hasattr(self, "_configured_image"):
-            self._configured_image = self.image  # before any launch chose another
         options = self.launch_options()
         project = options.project
         self._check_project_free(project)

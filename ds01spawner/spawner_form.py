@@ -11,7 +11,9 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+import docker
 import jinja2
+from tornado import web
 
 from .errors import DOCKER_ERRORS, user_error
 from .form import (
@@ -28,9 +30,10 @@ from .form import (
 from .gpus import InventoryError
 from .gpus.allocator import busy_outside
 from .gpus.table import holders
+from .images.context import read_top_file
 from .projects import list_projects
 from .quota import usage_of
-from .workspace import WorkspaceError
+from .workspace import WorkspaceError, workspace_root_for
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 BUILTIN_FORM = "ds01_spawn_form.html"
@@ -98,6 +101,40 @@ class FormSteps:
 
     # ---- the form ---------------------------------------------------------------------------
 
+    async def _environment_of(self, project, ident) -> str:
+        """How a project's server gets its image, for the form: the base image, or its
+        Dockerfile with whether the image is built and current (a content-hash lookup, no
+        build) or needs a build, or why it will be refused."""
+        if not project.has_dockerfile:
+            return f"image {self.image}"
+        if not self.project_images:
+            return f"image {self.image} (Dockerfiles are not built here)"
+        folder = str(workspace_root_for(self.workspace_root, self.user.name) / project.name)
+        try:
+            dockerfile = await self._in_io(read_top_file, folder, "Dockerfile", 1 << 20)
+            plan = await self._plan(project.name, folder, ident, dockerfile or b"")
+            await self.docker("inspect_image", plan["ref"])
+        except web.HTTPError as e:
+            reason = getattr(e, "jupyterhub_message", "") or "it cannot be built"
+            return f"its Dockerfile, which will be refused: {reason[:120]}"
+        except docker.errors.ImageNotFound:
+            return "its Dockerfile (changed since the last build: built at launch)"
+        except Exception as e:  # noqa: BLE001 - the form shows the project anyway
+            self.log.warning("Image state of project=%s unknown: %s", project.name, e)
+            return "its Dockerfile"
+        return "its Dockerfile (image built and up to date)"
+
+    async def _environments(self, projects) -> dict[str, str]:
+        try:
+            ident = await self._identity()
+        except web.HTTPError:
+            return {
+                p.name: ("its Dockerfile" if p.has_dockerfile else f"image {self.image}")
+                for p in projects
+            }
+        found = await asyncio.gather(*(self._environment_of(p, ident) for p in projects))
+        return {p.name: env for p, env in zip(projects, found, strict=True)}
+
     async def _gpu_offer(self, containers: list[dict], limits, problems: list[str]) -> GpuOffer:
         try:
             broker = await asyncio.to_thread(self._broker)
@@ -145,12 +182,13 @@ class FormSteps:
                 f"Retire one on the home page before you launch another."
             )
         running = {s.project for s in usage.servers}
+        environments = await self._environments(projects)
         rows = [
             {
                 "name": p.name,
                 "running": p.name in running,
                 "state": "running" if p.name in running else "not running",
-                "environment": "its own Dockerfile" if p.has_dockerfile else f"image {self.image}",
+                "environment": environments[p.name],
             }
             for p in projects
         ]

@@ -24,7 +24,7 @@ class ConfigCheckError(SystemExit):
 
 
 def check_config(config: Any) -> None:
-    """Refuse to start on a limits file or a GPU inventory that cannot work.
+    """Refuse to start on a limits file, a start timeout or a GPU inventory that cannot work.
 
     A limits file must exist and parse (the message names the file, the line and the key).
     GPU inventory ``auto`` and ``none`` always start (``auto`` falls back to no GPUs and logs
@@ -59,32 +59,42 @@ def check_config(config: Any) -> None:
     inventory.close()
 
 
-def _setting(config: Any, name: str, default: float) -> float:
-    """A spawner setting as the hub resolves it: DS01Spawner, then DockerSpawner, then Spawner."""
-    for section in ("DS01Spawner", "DockerSpawner", "Spawner"):
-        if name in config.get(section, {}):
-            return float(config[section][name])
+def _setting(config: Any, name: str, default: Any) -> Any:
+    """A spawner setting as the spawner would see it (the most specific section wins)."""
+    for section in ("DS01Spawner", "ImageSteps", "DockerSpawner", "Spawner"):
+        values = config.get(section, {})
+        if name in values:
+            return values[name]
     return default
 
 
 def check_timeouts(config: Any) -> None:
-    """Refuse a ``start_timeout`` that would kill launches waiting legitimately for a GPU.
+    """JupyterHub's ``start_timeout`` wraps the whole start, whatever the spawner does: refuse
+    one that would kill launches that build their image (``image_build_timeout``), wait for a
+    GPU (``gpu_queue_timeout``) and then take up to ``http_timeout`` to answer.
 
-    JupyterHub gives up on a start after ``start_timeout`` seconds, whatever the spawner is
-    doing; a launch may wait ``gpu_queue_timeout`` in the GPU queue and then take up to
-    ``http_timeout`` to answer.
+    Without a configured ``start_timeout`` DS01's default covers all three (+ 60 s).
     """
-    queue = _setting(config, "gpu_queue_timeout", 0)
-    if queue <= 0:
+    start = _setting(config, "start_timeout", None)
+    if start is None:
         return
-    start = _setting(config, "start_timeout", 60)
-    http = _setting(config, "http_timeout", 30)
-    need = queue + http
-    if start < need:
+    build = int(_setting(config, "image_build_timeout", 600))
+    if not _setting(config, "project_images", True):
+        build = 0
+    queue = int(_setting(config, "gpu_queue_timeout", 0))
+    if not build and not queue:
+        return  # a start is JupyterHub's usual one: any start_timeout will do
+    http = int(_setting(config, "http_timeout", 30))
+    need = build + queue + http
+    if int(start) < need:
+        parts = [f"image_build_timeout = {build} s"] if build else []
+        parts += [f"gpu_queue_timeout = {queue} s"] if queue else []
+        parts.append(f"http_timeout = {http} s")
         raise ConfigCheckError(
-            f"DS01: c.Spawner.start_timeout ({start:g} s) is shorter than "
-            f"gpu_queue_timeout ({queue:g} s) + http_timeout ({http:g} s): the hub would kill "
-            f"launches that wait for a GPU. Set c.Spawner.start_timeout = {int(need) + 60}."
+            f"DS01: start_timeout = {start} s is shorter than a launch may legitimately take "
+            f"({' + '.join(parts)}): the hub would kill such launches. Remove the "
+            f"start_timeout setting (DS01's default is {need + 60} s) or set it to at least "
+            f"{need}."
         )
 
 

@@ -4,8 +4,8 @@
     python scripts/gen_config_docs.py --check   # exit 1 when the file is stale
 
 Names, types, defaults and help texts come from the classes themselves: the settings DS01Spawner
-defines, and the inherited settings whose default it changes (its ``@default`` generators). Only
-the one-line notes below are written by hand.
+and its DS01 mixins (``ds01spawner.spawner_*``) define, and the inherited settings whose default
+they change (their ``@default`` generators). Only the one-line notes below are written by hand.
 """
 
 from __future__ import annotations
@@ -42,8 +42,18 @@ CHANGED_NOTES = {
     "notebook_dir": "JupyterLab's root folder, the project mount.",
     "remove": "Always `True`: `False` is ignored with a warning. Containers never outlive a stop.",
     "pull_policy": "Not consulted: a missing image fails the start with HTTP 503.",
-    "prefix": "First part of container names: `<prefix>-<escaped user>.<server>`.",
+    "prefix": (
+        "First part of container names (`<prefix>-<escaped user>.<server>`) and of project "
+        "image names (`<prefix>-<user>/<project>:<hash>`)."
+    ),
+    "start_timeout": (
+        "Covers an image build: `image_build_timeout` + `http_timeout` + 60 s. The hub refuses "
+        "to start with a shorter one while `project_images` is on (docs/images.md)."
+    ),
 }
+
+#: Section titles of the DS01 mixins whose settings are documented (set as c.DS01Spawner.<name>).
+MIXIN_SECTIONS = {"ImageSteps": "Project images (Dockerfile builds)"}
 
 #: Inherited settings an admin is most likely to set, with a one-line note each (hand-written).
 INHERITED_NOTES = {
@@ -53,7 +63,6 @@ INHERITED_NOTES = {
         "Extra mounts `{host: container}` (`read_only_volumes`: the same, read-only). "
         "The Docker socket, or anything over `/workspace`, is refused."
     ),
-    "start_timeout": "Seconds a server may take to start before the hub gives up.",
     "http_timeout": "Seconds a started server may take to listen on its port and answer HTTP.",
     "client_kwargs": 'Arguments for the Docker client, e.g. `{"base_url": "tcp://..."}`.',
     "extra_host_config": (
@@ -96,6 +105,8 @@ def literal(name: str, value: object) -> str:
         return oct(value)
     if callable(value):  # a function's repr has its address: name what it is instead
         return "(a function of DS01Spawner)"
+    if name.endswith("_limit") and isinstance(value, int) and value >= 1 << 20:
+        return f"{value!r} ({value >> 20} MiB)"
     return repr(value)
 
 
@@ -109,22 +120,39 @@ def first_sentence(trait: TraitType) -> str:
     return line.split(". ")[0].rstrip(".") + "."
 
 
-def own_config_traits(cls: type = DS01Spawner) -> dict[str, TraitType]:
+def ds01_classes(cls: type = DS01Spawner) -> list[type]:
+    """``cls`` and the DS01 mixins it is made of (classes of the ds01spawner package)."""
+    return [c for c in cls.__mro__ if c.__module__.startswith("ds01spawner")]
+
+
+def class_config_traits(cls: type) -> dict[str, TraitType]:
     """Config traits that ``cls`` defines itself, in the order of the class body."""
+    if not hasattr(cls, "class_own_traits"):  # a plain mixin without traits
+        return {}
     own = cls.class_own_traits(config=True)
     return {name: own[name] for name in vars(cls) if name in own}
 
 
+def own_config_traits(cls: type = DS01Spawner) -> dict[str, TraitType]:
+    """Config traits that ``cls`` and its DS01 mixins define (all set as ``c.DS01Spawner.x``)."""
+    traits: dict[str, TraitType] = {}
+    for c in ds01_classes(cls):
+        traits.update(class_config_traits(c))
+    return traits
+
+
 def changed_defaults(cls: type = DS01Spawner) -> list[str]:
-    """Inherited config traits whose default ``cls`` replaces with an ``@default`` generator."""
+    """Inherited config traits whose default ``cls`` (or a DS01 mixin) replaces with an
+    ``@default`` generator."""
     config_traits = cls.class_traits(config=True)
-    own = cls.class_own_traits(config=True)
+    own = own_config_traits(cls)
     names = []
-    for value in vars(cls).values():
-        if isinstance(value, DefaultHandler):
-            name = value.trait_name
-            if name in config_traits and name not in own and name not in names:
-                names.append(name)
+    for c in ds01_classes(cls):
+        for value in vars(c).values():
+            if isinstance(value, DefaultHandler):
+                name = value.trait_name
+                if name in config_traits and name not in own and name not in names:
+                    names.append(name)
     return names
 
 
@@ -150,10 +178,16 @@ def render() -> str:
         "## DS01Spawner settings",
         "",
     ]
-    for name, trait in own_config_traits().items():
-        default = literal(name, getattr(ours, name))
-        out += [f"### `{name}`", "", f"Type: {type_name(trait)}. Default: `{default}`.", ""]
-        out += [help_text(trait), ""]
+    for cls in ds01_classes():
+        if cls is not DS01Spawner:
+            if not class_config_traits(cls):
+                continue
+            title = MIXIN_SECTIONS.get(cls.__name__, cls.__name__)
+            out += [f"## {title}", "", "Also set as `c.DS01Spawner.<name>`.", ""]
+        for name, trait in class_config_traits(cls).items():
+            default = literal(name, getattr(ours, name))
+            out += [f"### `{name}`", "", f"Type: {type_name(trait)}. Default: `{default}`.", ""]
+            out += [help_text(trait), ""]
 
     out += [
         "## DockerSpawner settings with a DS01 default",

@@ -64,7 +64,7 @@ def test_create_launch_see_workspace_and_retire(page, hub, docker_client, screen
     # the project is now offered on the form, with its Dockerfile
     page.get_by_role("button", name="Start a server").click()
     label = page.locator('label[for="ds01-project-thesis"]')
-    assert "its own Dockerfile" in label.inner_text()
+    assert "its Dockerfile (image built and up to date)" in label.inner_text()
     assert "not running" in label.inner_text()
 
 

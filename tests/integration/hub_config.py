@@ -46,10 +46,9 @@ if os.environ.get("DS01_TEST_CMD"):
     c.DS01Spawner.cmd = json.loads(os.environ["DS01_TEST_CMD"])
 if os.environ.get("DS01_TEST_INVENTORY"):
     c.DS01Spawner.gpu_inventory = os.environ["DS01_TEST_INVENTORY"]
-# The GPU queue: off unless a test sets its timeout (seconds); start_timeout kept consistent.
+# The GPU queue: off unless a test sets its timeout (seconds); DS01's start_timeout covers it.
 c.DS01Spawner.gpu_queue_timeout = int(os.environ.get("DS01_TEST_GPU_QUEUE", "0"))
 c.DS01Spawner.gpu_queue_recheck_seconds = 1
-c.Spawner.start_timeout = c.DS01Spawner.gpu_queue_timeout + 120
 # Spawn form settings a test may change (JSON).
 if os.environ.get("DS01_TEST_TEMPLATES"):
     c.DS01Spawner.project_templates = json.loads(os.environ["DS01_TEST_TEMPLATES"])
@@ -58,6 +57,19 @@ if os.environ.get("DS01_TEST_OFFERED_IMAGES"):
 # Culler settings of a test: JSON {"<DS01Culler setting>": value}, e.g. {"cull_every": 1}.
 for key, value in json.loads(os.environ.get("DS01_TEST_CULLER") or "{}").items():
     setattr(c.DS01Culler, key, value)
+# Project images: a small context limit and short timeouts for the image tests.
+if os.environ.get("DS01_TEST_BUILD_TIMEOUT"):
+    c.DS01Spawner.image_build_timeout = int(os.environ["DS01_TEST_BUILD_TIMEOUT"])
+if os.environ.get("DS01_TEST_CONTEXT_LIMIT"):
+    c.DS01Spawner.image_context_limit = os.environ["DS01_TEST_CONTEXT_LIMIT"]
+if os.environ.get("DS01_TEST_KEEP_IMAGES"):
+    c.DS01Spawner.images_kept_per_project = int(os.environ["DS01_TEST_KEEP_IMAGES"])
+# 0: every launch answers 202 at once and its outcome is read from the progress stream
+if os.environ.get("DS01_TEST_SLOW_SPAWN_TIMEOUT"):
+    c.JupyterHub.tornado_settings = {
+        **c.JupyterHub.get("tornado_settings", {}),
+        "slow_spawn_timeout": float(os.environ["DS01_TEST_SLOW_SPAWN_TIMEOUT"]),
+    }
 # the shipped config checked its own settings; check what this file changed, as it would
 from ds01spawner.startup import check_config, configure_services  # noqa: E402
 

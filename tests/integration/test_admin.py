@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from datetime import date, timedelta
 
 import pytest
@@ -22,6 +23,7 @@ from ds01spawner.limits import load_limits_file
 
 from .hub import ds01_containers, wait_for
 
+TOKEN = secrets.token_hex(4)  # in each Dockerfile: no other run shares these builds
 LIMITS = """# DS01 limits of the admin tests
 defaults:
   max_gpu_equivalents: null
@@ -50,13 +52,23 @@ def limits_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def hub(hub_factory, limits_file):
-    return hub_factory(
+def hub(hub_factory, limits_file, docker_client):
+    hub = hub_factory(
         {
             "DS01_TEST_LIMITS": str(limits_file),
             "DS01_TEST_CULLER": json.dumps({"cull_every": 1, "gpu_window": 2}),
         }
     )
+    yield hub
+    hub.shutdown()
+    for c in ds01_containers(docker_client, hub.prefix):
+        c.remove(force=True)
+    for image in docker_client.api.images(filters={"reference": f"{hub.prefix}-*/*"}):
+        for ref in image.get("RepoTags") or []:
+            try:
+                docker_client.api.remove_image(ref)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
 
 
 def admin_api(hub, method: str, path: str, user: str = "admin", **kw) -> requests.Response:
@@ -224,12 +236,20 @@ def test_every_audit_event_kind_is_written_by_a_real_action(hub, docker_client, 
     hub.stop_server("capped", "one")
     hub.start_server("capped", "again", {"gpus": 0})
     hub.stop_server("bob", "eval")
-    # build events come with project images (not part of this release): see docs/audit-log.md
+    # build: a project image built from its Dockerfile, and one whose build fails
+    for project, run in (("built", "true"), ("broken", "false")):
+        folder = hub.workspaces / "dana" / project
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "Dockerfile").write_text(f"FROM ds01/base:latest\nRUN {run} # {TOKEN}\n")
+    hub.start_server("dana", "built", {"gpus": 0}, timeout=240)
+    r = hub.request_server("dana", "broken", {"gpus": 0})
+    if r.status_code == 202:
+        hub.follow_progress("dana", "broken", timeout=240)
 
     def kinds():
         return {e["event"] for e in audit(hub)}
 
-    wanted = set(EVENTS) - {"build"}
+    wanted = set(EVENTS)
     wait_for(lambda: wanted <= kinds(), 30, f"every event kind (missing {wanted - kinds()})")
     events = audit(hub)
     for e in events:
@@ -246,6 +266,9 @@ def test_every_audit_event_kind_is_written_by_a_real_action(hub, docker_client, 
     admin = [e for e in events if e["event"] == "admin"]
     assert {e["action"] for e in admin} == {"retire", "exempt", "reload-limits"}
     assert all(e["actor"] == "admin" for e in admin)
+    builds = {e["project"]: e for e in events if e["event"] == "build"}
+    assert builds["built"]["ok"] is True and builds["broken"]["ok"] is False
+    assert builds["built"]["image"].startswith(f"{hub.prefix}-dana/built:")
     starts = [e for e in events if e["event"] == "start"]
     assert all({"allocate", "start"} <= set(e["phases"]) for e in starts)
     alloc = {(e["user"], e["server"]) for e in events if e["event"] == "allocate"}
@@ -261,3 +284,6 @@ def test_every_audit_event_kind_is_written_by_a_real_action(hub, docker_client, 
     for reason in ("admin", "culler: idle", "died", "user"):
         assert metric(r.text, "ds01_retirements_total", reason=reason) >= 1, reason
     assert metric(r.text, "ds01_refusals_total", kind="limit") == 1.0
+    assert metric(r.text, "ds01_image_builds_total", result="ok") == 1.0
+    assert metric(r.text, "ds01_image_builds_total", result="failed") == 1.0
+    assert metric(r.text, "ds01_spawn_phase_seconds_count", phase="build") == 1.0

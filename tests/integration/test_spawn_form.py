@@ -172,3 +172,26 @@ def test_form_post_starts_the_projects_named_server(hub, docker_client):
     assert 'data-project="formproj" data-server="formproj"' in home
     assert "simulated GPU" in home
     hub.stop_server("alice", "formproj")
+
+
+def test_form_says_how_each_project_gets_its_image(hub):
+    root = hub.workspaces / "gina"
+    for name, dockerfile in (
+        ("plain", None),
+        ("fresh", "FROM ds01/base:latest\nENV GINA=1\n"),
+        ("refused", "FROM alpine:latest\n"),
+    ):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        if dockerfile:
+            (root / name / "Dockerfile").write_text(dockerfile)
+    hub.ensure_user("gina")
+    page = hub.login("gina").get(f"{hub.url}/hub/spawn/gina", timeout=60).text
+
+    def label(project: str) -> str:
+        start = page.index(f'<label class="form-check-label" for="ds01-project-{project}">')
+        return " ".join(page[start : page.index("</label>", start)].split())
+
+    assert "image ds01/base:latest" in label("plain")
+    assert "its Dockerfile (changed since the last build: built at launch)" in label("fresh")
+    assert "its Dockerfile, which will be refused" in label("refused")
+    assert "alpine:latest" in label("refused")

@@ -71,4 +71,6 @@ def test_documented_default_is_the_real_default(name):
         documented = ast.literal_eval(written)
     except (ValueError, SyntaxError):
         documented = written  # a bare path such as /home/{username}
+    if type(OWN[name]).__name__ == "ByteSpecification":  # "512M" means 536870912
+        documented = OWN[name].validate(None, documented)
     assert documented == actual, f"DS01Spawner.{name}: help says {written}, default is {actual!r}"

@@ -38,21 +38,33 @@ def test_nvml_without_a_driver_stops_the_hub():
         check_config(config(gpu_inventory="nvml"))
 
 
-def test_a_start_timeout_shorter_than_the_gpu_queue_stops_the_hub():
+def test_a_start_timeout_shorter_than_build_plus_queue_stops_the_hub():
     c = config(gpu_queue_timeout=600)
-    c.Spawner.start_timeout = 120
+    c.Spawner.start_timeout = 1000
     with pytest.raises(ConfigCheckError) as e:
         check_config(c)
-    assert "start_timeout (120 s) is shorter than gpu_queue_timeout (600 s)" in str(e.value)
-    assert "c.Spawner.start_timeout = 690" in str(e.value)
-    c.Spawner.start_timeout = 690
+    message = str(e.value)
+    assert "start_timeout = 1000 s is shorter than a launch may legitimately take" in message
+    assert (
+        "image_build_timeout = 600 s + gpu_queue_timeout = 600 s + http_timeout = 30 s" in message
+    )
+    assert "at least 1230" in message and "default is 1290 s" in message
+    c.Spawner.start_timeout = 1230
     check_config(c)  # consistent now
     c.DS01Spawner.http_timeout = 100  # the most specific section wins
     with pytest.raises(ConfigCheckError):
         check_config(c)
 
 
-def test_no_queue_no_timeout_check():
-    c = config(gpu_queue_timeout=0)
+def test_the_default_start_timeout_covers_build_and_queue():
+    from ds01spawner import DS01Spawner
+
+    spawner = DS01Spawner(config=config(gpu_queue_timeout=900))
+    assert spawner.start_timeout == 600 + 900 + 30 + 60
+    check_config(config(gpu_queue_timeout=900))
+
+
+def test_without_builds_or_queue_any_timeout_goes():
+    c = config(gpu_queue_timeout=0, project_images=False)
     c.Spawner.start_timeout = 5
     check_config(c)

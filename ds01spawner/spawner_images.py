@@ -1,0 +1,566 @@
+"""Image steps of a spawn: a project's ``Dockerfile`` becomes the image its server runs.
+
+A mixin of DS01Spawner (it uses the spawner's ``docker()``, ``client``, ``prefix``, ``image``,
+``progress_log`` and ``log``). ``project_image`` is called once the workspace is ready, and
+DockerSpawner's ``start`` then runs with the image it chose (``start`` below):
+
+1. no ``Dockerfile`` in the project: the server runs ``image`` as before;
+2. read and check the Dockerfile (allowed base images, before anything is built), scan the build
+   context (``.dockerignore``, default excludes, size limit) and hash everything the build reads;
+3. the image ``<prefix>-<user>/<project>:<hash>`` exists: no build. The same content was built
+   for someone else: tag it, no build. Else build it (or join the build of the same content
+   that runs), streaming each step and output line to the spawn page, and write the log to
+   ``.ds01/build.log`` in the project;
+4. check once per image id that it can run ``jupyterhub-singleuser`` of the hub's major version.
+
+See docs/images.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from html import escape
+
+import docker
+from docker.utils import kwargs_from_env
+from jupyterhub import __version__ as hub_version
+from jupyterhub.traitlets import ByteSpecification
+from traitlets import Bool, Int, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
+from .identity import Identity
+from .images import compat, housekeeping
+from .images.builder import (
+    STEP_RE,
+    BuildError,
+    BuildJob,
+    BuildSpec,
+    BuildTimeout,
+    EngineError,
+    ImageBuilder,
+)
+from .images.context import (
+    DEFAULT_EXCLUDES,
+    ContextChanged,
+    ContextError,
+    ContextTooLarge,
+    FileHashCache,
+    IgnoreRules,
+    Reader,
+    content_digest,
+    read_top_file,
+    scan,
+    write_tar,
+)
+from .images.dockerfile import DockerfileError, check_allowed, parse_dockerfile, shown
+from .images.tags import TagError, image_ref, split_ref
+from .project_files import ProjectFileError, write_project_file
+
+DIGEST_LABEL = "ds01.image.digest"
+BUILD_LOG = ".ds01/build.log"
+MAX_DOCKERFILE = 1 << 20
+MAX_PROGRESS_LINES = 1000  # output lines shown on the spawn page per build (all are in the log)
+TAIL_IN_MESSAGE = 12
+# progress of the image step: 12 reading, 15..50 building (by step), 52 checking
+BUILD_FROM, BUILD_TO = 15, 50
+
+
+class ImageSteps(LoggingConfigurable):
+    """Traits and methods DS01Spawner uses to give a project its own image."""
+
+    project_images = Bool(
+        True,
+        help="""Build a project's own image from the ``Dockerfile`` in its folder.
+
+        A project without a ``Dockerfile`` runs ``image``. When off, every project runs
+        ``image`` and Dockerfiles are ignored.
+        Default: ``True``. Example: ``c.DS01Spawner.project_images = False``.
+        """,
+    ).tag(config=True)
+
+    allowed_base_images = List(
+        Unicode(),
+        ["ds01/*"],
+        help="""Images a project Dockerfile may start from (``FROM``, also ``COPY --from``).
+
+        fnmatch-style patterns, matched against the image after ``ARG`` values are filled in
+        (``ds01/base`` also matches as ``ds01/base:latest``); ``*`` matches any characters,
+        '/' and ':' included. Stages of the same Dockerfile are always allowed. A Dockerfile
+        that reads any other image is refused before anything is built, naming the line.
+        The images must exist on this server: DS01 never pulls.
+        Default: ``["ds01/*"]``.
+        Example: ``c.DS01Spawner.allowed_base_images = ["ds01/*", "nvidia/cuda:12.4*"]``.
+        """,
+    ).tag(config=True)
+
+    image_build_timeout = Int(
+        600,
+        min=10,
+        help="""Seconds a project image build may run before it is stopped.
+
+        The build's running step is killed and the launch fails, saying how long it ran.
+        JupyterHub's ``start_timeout`` must leave room for it: DS01's default
+        ``start_timeout`` is this plus ``http_timeout`` plus 60 s, and the hub refuses to
+        start with a shorter one (see docs/images.md).
+        Default: ``600``. Example: ``c.DS01Spawner.image_build_timeout = 1800``.
+        """,
+    ).tag(config=True)
+
+    image_build_threads = Int(
+        2,
+        min=1,
+        help="""Project image builds that run at the same time (a pool of its own).
+
+        More launches that need a build wait for a free slot; launches of images that exist
+        never wait for builds. Launches that need the same image share one build.
+        Default: ``2``. Example: ``c.DS01Spawner.image_build_threads = 4``.
+        """,
+    ).tag(config=True)
+
+    image_context_limit = ByteSpecification(
+        "512M",
+        help="""Largest build context (the project's files a build reads) DS01 sends to Docker.
+
+        A larger context is refused before anything is built, with its size, its largest
+        folders and the fix (add them to ``.dockerignore``).
+        Default: ``"512M"``. Example: ``c.DS01Spawner.image_context_limit = "2G"``.
+        """,
+    ).tag(config=True)
+
+    image_context_excludes = List(
+        Unicode(),
+        list(DEFAULT_EXCLUDES),
+        help="""``.dockerignore`` patterns applied before the project's own ``.dockerignore``.
+
+        Big data stays in ``/workspace`` without being copied into images; a project's
+        ``.dockerignore`` can bring a file back with ``!``, e.g. ``!data/labels.csv``.
+        ``.ds01/`` (DS01's logs) is always left out.
+        Default: ``["data", "models", "outputs", ".git"]``.
+        Example: ``c.DS01Spawner.image_context_excludes = ["data", "models", "outputs",
+        ".git", "checkpoints"]``.
+        """,
+    ).tag(config=True)
+
+    images_kept_per_project = Int(
+        3,
+        min=1,
+        help="""Project images kept per project: after a new one is built, older ones beyond
+        this number are deleted (never one that a container uses).
+
+        Default: ``3``. Example: ``c.DS01Spawner.images_kept_per_project = 1``.
+        """,
+    ).tag(config=True)
+
+    run_image = Unicode("", help="Image of this server's container (set at start).")
+
+    @default("start_timeout")
+    def _default_start_timeout(self) -> int:
+        build = self.image_build_timeout if self.project_images else 0
+        queue = getattr(self, "gpu_queue_timeout", 0)  # DS01Spawner's, when the queue is on
+        return build + queue + self.http_timeout + 60
+
+    # ---- shared state of the hub process ------------------------------------------------------
+
+    _image_builder: ImageBuilder | None = None
+    _image_compat = compat.CompatChecker()
+    _image_io: ThreadPoolExecutor | None = None
+    _image_hashes = FileHashCache()
+    _image_tasks: set[asyncio.Task] = set()
+
+    def _builder(self) -> ImageBuilder:
+        if ImageSteps._image_builder is None:
+            kwargs = {"version": self.client.api_version}
+            if self.tls_config:
+                kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
+            kwargs.update(kwargs_from_env())
+            kwargs.update(self.client_kwargs)
+
+            def api(timeout: float) -> docker.APIClient:
+                return docker.APIClient(**{**kwargs, "timeout": timeout})
+
+            ImageSteps._image_builder = ImageBuilder(api, self.image_build_threads, self.log)
+        return ImageSteps._image_builder
+
+    async def _in_io(self, fn, *args, **kwargs):
+        """File and short Docker work of the image steps, never on the build threads."""
+        if ImageSteps._image_io is None:
+            ImageSteps._image_io = ThreadPoolExecutor(4, thread_name_prefix="ds01-image-io")
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(ImageSteps._image_io, call)
+
+    async def start(self):
+        """DockerSpawner's start with the project's image as ``image``, so that everything it
+        does (the image check, the container, its log lines, ``JUPYTER_IMAGE_SPEC``) uses the
+        image that runs; the configured image is back afterwards."""
+        configured = self.image
+        if self.run_image:
+            self.image = self.run_image
+        try:
+            return await super().start()
+        finally:
+            self.image = configured
+
+    # ---- the step ------------------------------------------------------------------------------
+
+    async def project_image(self, project: str, project_dir: str, ident: Identity) -> str:
+        """The image this project's server runs: ``image``, or the project's own (built when
+        needed). Every refusal is a user_error; the image exists and can run a server."""
+        self.run_image = ""
+        if not self.project_images:
+            return self.image
+        who = f"user={self.user.name} project={project}"
+        try:
+            dockerfile = await self._in_io(read_top_file, project_dir, "Dockerfile", MAX_DOCKERFILE)
+            if dockerfile is None:
+                return self.image
+            self.progress_log.emit(12, "Reading your project's Dockerfile")
+            started = time.monotonic()
+            plan = await self._plan(project, project_dir, ident, dockerfile)
+            ref, digest = plan["ref"], plan["digest"]
+            image_id = await self._existing_image(ref, digest, who)
+            if image_id is None:
+                image_id = await self._build(plan, project_dir, ident, who)
+            await self._check_runs_server(image_id, ident, who)
+            phases = getattr(self, "_phases", None)
+            if phases is not None:  # the spawn's build phase: the whole image step
+                phases["build"] = round(time.monotonic() - started, 3)
+        except DOCKER_ERRORS as e:
+            self.log.error("Docker engine error in the image step %s: %s", who, e)
+            raise user_error(503, ENGINE_DOWN_MESSAGE) from e
+        self.log.info(
+            "Image for %s: %s (%s) ready in %.1f s",
+            who,
+            ref,
+            image_id[7:19],
+            time.monotonic() - started,
+        )
+        self.run_image = ref
+        return ref
+
+    async def _plan(self, project: str, project_dir: str, ident: Identity, dockerfile: bytes):
+        """Everything decided before a build: refusals, the context, its hash, the tag."""
+        who = f"user={self.user.name} project={project}"
+        buildargs = {
+            "DS01_UID": str(ident.uid),
+            "DS01_GID": str(ident.gid),
+            "DS01_USER": self.user.name,
+        }
+        try:
+            try:
+                text = dockerfile.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DockerfileError(
+                    f"Your Dockerfile is not UTF-8 text (byte {e.start}); save it as UTF-8."
+                ) from e
+            parsed = parse_dockerfile(text, buildargs)
+            check_allowed(parsed, self.allowed_base_images)
+        except DockerfileError as e:
+            self.log.warning("Dockerfile refused %s: %s", who, e)
+            raise user_error(400, str(e)) from e
+        used_args = {k: v for k, v in buildargs.items() if k in parsed.arg_names}
+        extra = {f"arg {k}": v for k, v in used_args.items()}
+        for name in parsed.external_images():
+            extra[f"base {name}"] = await self._base_image_id(name, parsed, who)
+        try:
+            ignore = await self._in_io(read_top_file, project_dir, ".dockerignore", 1 << 20)
+            rules = IgnoreRules.for_project(
+                ignore.decode("utf-8", "replace") if ignore else None,
+                self.image_context_excludes,
+            )
+            reader = Reader(ident.uid, frozenset({ident.gid, *ident.supplementary_gids}))
+            snap = await self._in_io(scan, project_dir, rules, self.image_context_limit, reader)
+            digest = await self._in_io(
+                content_digest, project_dir, snap, extra, ImageSteps._image_hashes
+            )
+        except ContextTooLarge as e:
+            self.log.warning("Build context refused %s: %s", who, e)
+            raise user_error(413, str(e)) from e
+        except ContextChanged as e:
+            raise user_error(409, str(e)) from e
+        except ContextError as e:
+            self.log.warning("Build context refused %s: %s", who, e)
+            raise user_error(400, str(e)) from e
+        try:
+            ref = image_ref(self.prefix, self.user.name, project, digest)
+        except TagError as e:
+            self.log.error("Cannot name the image of %s: %s", who, e)
+            raise user_error(500, "This server is misconfigured; an admin has been told.") from e
+        self.progress_log.emit(
+            13,
+            f"Build context: {snap.files} files, {snap.total_bytes / 1e6:.1f} MB; image {ref}",
+        )
+        return {
+            "ref": ref,
+            "digest": digest,
+            "snap": snap,
+            "extra": extra,
+            "buildargs": used_args,
+            "project": project,
+        }
+
+    async def _base_image_id(self, name: str, parsed, who: str) -> str:
+        ref = next(r for r in parsed.images if r.image == name)
+        where = (
+            f"Line {ref.lineno} of your Dockerfile (`{shown(ref.text)}`) uses the image {name!r}"
+        )
+        try:
+            return (await self.docker("inspect_image", name))["Id"]
+        except docker.errors.ImageNotFound as e:
+            self.log.warning("Dockerfile %s needs missing base image %s", who, name)
+            raise user_error(
+                400,
+                f"{where}, which is allowed but not on this server (DS01 never downloads "
+                f"images). Start FROM {self.image}, or ask an admin to add {name}.",
+            ) from e
+        except docker.errors.APIError as e:
+            if e.status_code and 400 <= e.status_code < 500:  # e.g. an invalid reference
+                raise user_error(
+                    400, f"{where}, which Docker does not accept: {e.explanation or e}."
+                ) from e
+            raise
+
+    async def _existing_image(self, ref: str, digest: str, who: str) -> str | None:
+        """The id of the image for this content, tagged ``ref``; None when it must be built.
+
+        An image of the same content built under another name (another project, another
+        user) is tagged ``ref`` too. Only images DS01 tagged count: a label alone can be
+        forged by a Dockerfile, a tag of ours cannot.
+        """
+        try:
+            image_id = (await self.docker("inspect_image", ref))["Id"]
+        except docker.errors.ImageNotFound:
+            pass
+        else:
+            self.progress_log.emit(14, f"Your image {ref} is up to date: no build needed")
+            self.log.info("Image unchanged %s tag=%s: no build", who, ref)
+            return image_id
+        job = self._builder().job_for(digest)
+        if job is not None:
+            return None  # a build of this content runs: join it
+        _, tag = split_ref(ref)
+        for image in await self.docker("images", filters={"label": f"{DIGEST_LABEL}={digest}"}):
+            ours = [
+                t
+                for t in image.get("RepoTags") or []
+                if t.startswith(f"{self.prefix}-") and split_ref(t)[1] == tag
+            ]
+            if ours and (image.get("Labels") or {}).get(DIGEST_LABEL) == digest:
+                repo, _ = split_ref(ref)
+                await self.docker("tag", image["Id"], repo, tag)
+                self.progress_log.emit(
+                    14, f"The same image was built before ({ours[0]}): reused, no build needed"
+                )
+                self.log.info("Image reused %s tag=%s from %s: no build", who, ref, ours[0])
+                self._prune_later(ref)
+                return image["Id"]
+        return None
+
+    async def _build(self, plan: dict, project_dir: str, ident: Identity, who: str) -> str:
+        ref, digest = plan["ref"], plan["digest"]
+        builder = self._builder()
+        job = builder.job_for(digest)
+        joined = job is not None
+        if job is None:
+            spec = BuildSpec(
+                key=digest,
+                tag=ref,
+                write_context=functools.partial(
+                    write_tar,
+                    project_dir,
+                    plan["snap"],
+                    extra=plan["extra"],
+                    cache=ImageSteps._image_hashes,
+                ),
+                buildargs=plan["buildargs"],
+                labels={DIGEST_LABEL: digest},
+                timeout=self.image_build_timeout,
+                who=who,
+                container_limits=self._build_limits(),
+            )
+            job = builder.start(spec)
+            self.progress_log.emit(
+                BUILD_FROM, "Building your image: the Dockerfile or the files it uses changed"
+            )
+        else:
+            self.log.info("Image build joined %s tag=%s (built as %s)", who, ref, job.spec.tag)
+            self.progress_log.emit(
+                BUILD_FROM, "Another launch is building the same image; following its progress"
+            )
+        started = datetime.now(timezone.utc)
+        try:
+            result = await builder.wait(job, self._build_listener())
+        except (BuildError, ContextChanged, EngineError) as e:
+            await self._write_build_log(project_dir, ident, job, ref, digest, started, e)
+            self._audit_build(
+                ref, joined, False, getattr(e, "seconds", None) or job.elapsed(), str(e)
+            )
+            raise self._build_failure(e, who) from e
+        await self._write_build_log(project_dir, ident, job, ref, digest, started, None)
+        self._audit_build(ref, joined, True, result.seconds)
+        if job.spec.tag != ref:
+            repo, tag = split_ref(ref)
+            await self.docker("tag", result.image_id, repo, tag)
+        self.progress_log.emit(BUILD_TO, f"Image built in {result.seconds:.0f} s")
+        self._prune_later(ref)
+        return result.image_id
+
+    def _audit_build(
+        self, ref: str, joined: bool, ok: bool, seconds: float, error: str = ""
+    ) -> None:
+        """A ``build`` event of the audit log (and the hub's build counters, which count a
+        build shared by several launches once: ``joined`` ones are not counted)."""
+        audit = getattr(self, "audit", None)
+        if audit is not None:
+            audit(
+                "build",
+                user=self.user.name,
+                project=self.project,
+                server=self.name or "",
+                image=ref,
+                ok=ok,
+                seconds=round(float(seconds), 3),
+                error=error[:2000] or None,
+                joined=joined,
+            )
+
+    def _build_limits(self) -> dict | None:
+        """A build's RUN steps get the memory limit of the user's servers (limits file)."""
+        memory = getattr(getattr(self, "_limits", None), "memory", None)
+        return {"memory": memory, "memswap": memory} if memory else None
+
+    def _build_listener(self):
+        """Each build line to the spawn page: steps move the bar, output lines are messages."""
+        state = {"percent": BUILD_FROM, "shown": 0}
+
+        def listener(line: str) -> None:
+            m = STEP_RE.fullmatch(line)
+            if m:
+                n, total = int(m[1]), max(int(m[2]), 1)
+                state["percent"] = BUILD_FROM + (BUILD_TO - BUILD_FROM) * (n - 1) // total
+                self.progress_log.emit(state["percent"], line)
+                return
+            if line.startswith((" ---> ", "Removing intermediate container")):
+                return
+            state["shown"] += 1
+            if state["shown"] <= MAX_PROGRESS_LINES:
+                self.progress_log.emit(state["percent"], line)
+            elif state["shown"] == MAX_PROGRESS_LINES + 1:
+                self.progress_log.emit(
+                    state["percent"], f"(more output in {BUILD_LOG} in your project folder)"
+                )
+
+        return listener
+
+    def _build_failure(self, e: Exception, who: str):
+        if isinstance(e, ContextChanged):
+            return user_error(409, str(e))
+        if isinstance(e, EngineError):
+            self.log.error("Docker engine error while building %s: %s", who, e)
+            return user_error(503, ENGINE_DOWN_MESSAGE)
+        assert isinstance(e, BuildError)
+        if isinstance(e, BuildTimeout):
+            at = f", at {e.step}" if e.step else ", before its first step"
+            head = (
+                f"Building your image took too long: it was stopped after {e.seconds:.0f} s "
+                f"(the limit is {self.image_build_timeout} s){at}."
+            )
+            status = 504
+        else:
+            what = f"{e.step} failed" if e.step else f"Docker refused it ({e.reason})"
+            head = f"Your image could not be built: {what}."
+            status = 422
+        tail = "\n".join(line[:300] for line in e.tail[-TAIL_IN_MESSAGE:])
+        foot = (
+            f"The full log is in {BUILD_LOG} in your project folder "
+            f"(/workspace/{BUILD_LOG}). Your files are safe; fix the Dockerfile and launch again."
+        )
+        err = user_error(status, f"{head} Last lines of its output:\n{tail}\n{foot}")
+        err.jupyterhub_html_message = (
+            f"{escape(head)} Last lines of its output:<pre>{escape(tail)}</pre>{escape(foot)}"
+        )
+        return err
+
+    async def _write_build_log(
+        self,
+        project_dir: str,
+        ident: Identity,
+        job: BuildJob,
+        ref: str,
+        digest: str,
+        started: datetime,
+        error: Exception | None,
+    ) -> None:
+        if error is None:
+            outcome = f"built in {job.elapsed():.1f} s"
+        elif isinstance(error, BuildTimeout):
+            outcome = f"STOPPED: {error} at {error.step or 'the start'}"
+        elif isinstance(error, BuildError):
+            outcome = f"FAILED at {error.step or 'the start'}: {error.reason}"
+        else:
+            outcome = f"FAILED: {error}"
+        text = "\n".join(
+            [
+                f"# DS01 image build of project {self.project or ref} for {self.user.name}",
+                f"# started {started.isoformat(timespec='seconds')}, image {ref}",
+                f"# content hash {digest}",
+                *job.lines(),
+                f"# {outcome}",
+                "",
+            ]
+        )
+        try:
+            await self._in_io(
+                write_project_file, project_dir, BUILD_LOG, text, ident.uid, ident.gid
+            )
+        except (ProjectFileError, OSError) as e:
+            self.log.warning("Could not write %s of user=%s: %s", BUILD_LOG, self.user.name, e)
+
+    async def _check_runs_server(self, image_id: str, ident: Identity, who: str) -> None:
+        checker = ImageSteps._image_compat
+        if checker.cached(image_id) is None:
+            self.progress_log.emit(52, "Checking that your image can run jupyterhub-singleuser")
+        result = await checker.check(
+            image_id,
+            lambda: self._in_io(
+                compat.run_check, self.client, image_id, f"{ident.uid}:{ident.gid}", self.prefix
+            ),
+        )
+        if not result.ok:
+            self.log.warning(
+                "Image %s of %s cannot run jupyterhub-singleuser %s: %s",
+                image_id[7:19],
+                who,
+                hub_version,
+                result.version or result.output,
+            )
+            raise user_error(422, compat.problem_sentence(result, hub_version, self.image))
+
+    def _prune_later(self, ref: str) -> None:
+        """Delete this project's older images in the background (never on the spawn's path)."""
+        project = ref.split("/", 1)[1].rsplit(":", 1)[0]
+
+        async def prune() -> None:
+            try:
+                deleted = await self._in_io(
+                    housekeeping.prune_project,
+                    self.client,
+                    self.prefix,
+                    self.user.name,
+                    project,
+                    self.images_kept_per_project,
+                    ref,
+                )
+            except DOCKER_ERRORS as e:
+                self.log.warning("Could not prune old images of %s: %s", ref, e)
+                return
+            for old in deleted:
+                self.log.info("Deleted old image %s of user=%s", old, self.user.name)
+
+        task = asyncio.ensure_future(prune())
+        ImageSteps._image_tasks.add(task)
+        task.add_done_callback(ImageSteps._image_tasks.discard)

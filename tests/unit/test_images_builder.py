@@ -1,0 +1,408 @@
+"""The builder with a fake Docker API: one build per content hash, streaming, failure, timeout,
+the bounded pool; the compat check's parsing and cache; housekeeping decisions."""
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from ds01spawner.images import compat, housekeeping
+from ds01spawner.images.builder import (
+    BuildError,
+    BuildSpec,
+    BuildTimeout,
+    ImageBuilder,
+)
+from ds01spawner.images.context import ContextChanged
+
+KEY = "a" * 64
+
+
+class FakeAPI:
+    """``build`` yields the scripted chunks; ``"WAIT"`` blocks until ``release`` is set or the
+    running container is killed (then yields the engine's error, as a killed RUN step does)."""
+
+    def __init__(self, script, release=None):
+        self.script = script
+        self.release = release or threading.Event()
+        self.killed: list[str] = []
+        self.kill_event = threading.Event()
+        self.builds: list[dict] = []
+
+    def factory(self, timeout):
+        return self
+
+    def build(self, **kw):
+        kw["context"] = kw["fileobj"].read()
+        self.builds.append(kw)
+        for chunk in self.script:
+            if chunk == "WAIT":
+                while not (self.release.is_set() or self.kill_event.is_set()):
+                    time.sleep(0.01)
+                if self.kill_event.is_set():
+                    yield {"errorDetail": {"message": "returned a non-zero code: 137"}}
+                    return
+                continue
+            yield chunk
+
+    def inspect_image(self, tag):
+        return {"Id": "sha256:" + "f" * 64}
+
+    def kill(self, cid):
+        self.killed.append(cid)
+        self.kill_event.set()
+
+    def close(self):
+        pass
+
+
+OK_SCRIPT = [
+    {"stream": "Step 1/2 : FROM ds01/base:latest\n"},
+    {"stream": " ---> a9f492361356\n"},
+    {"stream": "Step 2/2 : RUN echo hello\n"},
+    {"stream": " ---> Running in 0123456789ab\n"},
+    {"stream": "hel"},
+    {"stream": "lo\rprogress 50%\rprogress 100%\n"},
+    {"aux": {"ID": "sha256:" + "b" * 64}},
+    {"stream": "Successfully built bbbbbbbbbbbb\n"},
+]
+
+
+def spec(key=KEY, tag="ds01-alice/p:aaaa", timeout=30.0, written=None):
+    def write(f):
+        f.write(b"context-bytes")
+        return written or key
+
+    return BuildSpec(key=key, tag=tag, write_context=write, timeout=timeout, who="user=alice")
+
+
+def test_one_build_for_many_waiters_and_every_waiter_sees_every_line():
+    api = FakeAPI(OK_SCRIPT[:2] + ["WAIT"] + OK_SCRIPT[2:])
+    builder = ImageBuilder(api.factory, threads=2)
+
+    async def main():
+        seen = [[] for _ in range(8)]
+        job = builder.start(spec())
+        waits = [asyncio.ensure_future(builder.wait(job, seen[0].append))]
+        await asyncio.sleep(0.05)
+        for i in range(1, 8):  # arrive while the build runs: all join it
+            assert builder.job_for(KEY) is job
+            waits.append(asyncio.ensure_future(builder.wait(builder.job_for(KEY), seen[i].append)))
+        api.release.set()
+        results = await asyncio.gather(*waits)
+        return job, seen, results
+
+    job, seen, results = asyncio.run(main())
+    assert builder.builds_started == 1 and len(api.builds) == 1
+    assert {r.image_id for r in results} == {"sha256:" + "b" * 64}
+    assert results[0].steps == 2
+    expected = [
+        "Step 1/2 : FROM ds01/base:latest",
+        " ---> a9f492361356",
+        "Step 2/2 : RUN echo hello",
+        " ---> Running in 0123456789ab",
+        "hello",
+        "progress 50%",
+        "progress 100%",
+        "Successfully built bbbbbbbbbbbb",
+    ]
+    assert all(s == expected for s in seen), seen
+    assert job.lines() == expected
+    kw = api.builds[0]
+    assert kw["custom_context"] and kw["rm"] and kw["forcerm"] and not kw["pull"]
+    assert kw["context"] == b"context-bytes" and kw["tag"] == "ds01-alice/p:aaaa"
+    assert [e[1] for e in builder.events].count("join") == 7
+
+
+def test_failed_step_gives_step_and_output_tail():
+    script = [
+        {"stream": "Step 1/2 : FROM ds01/base:latest\n"},
+        {"stream": "Step 2/2 : RUN pip install nothing\n"},
+        {"stream": " ---> Running in 0123456789ab\n"},
+        {"stream": "ERROR: no such package\n"},
+        {"errorDetail": {"message": "The command returned a non-zero code: 1"}, "error": "x"},
+    ]
+    builder = ImageBuilder(FakeAPI(script).factory)
+
+    async def main():
+        return await builder.wait(builder.start(spec()))
+
+    with pytest.raises(BuildError) as e:
+        asyncio.run(main())
+    assert e.value.step == "Step 2/2 : RUN pip install nothing"
+    assert e.value.tail == ["ERROR: no such package", "The command returned a non-zero code: 1"]
+    assert not isinstance(e.value, BuildTimeout)
+    assert builder.job_for(KEY) is None  # a failed build is tried again at the next launch
+
+
+def test_timeout_stops_waiting_at_once_and_kills_the_running_step():
+    script = [
+        {"stream": "Step 1/2 : FROM ds01/base:latest\n"},
+        {"stream": "Step 2/2 : RUN sleep 1000\n"},
+        {"stream": " ---> Running in 0123456789ab\n"},
+        "WAIT",
+        {"aux": {"ID": "sha256:x"}},
+    ]
+    api = FakeAPI(script)
+    builder = ImageBuilder(api.factory)
+
+    async def main():
+        job = builder.start(spec(timeout=0.3))
+        t0 = time.monotonic()
+        with pytest.raises(BuildTimeout) as e:
+            await builder.wait(job)
+        return job, e.value, time.monotonic() - t0
+
+    job, err, waited = asyncio.run(main())
+    assert waited < 1.5
+    assert err.step == "Step 2/2 : RUN sleep 1000" and "stopped after" in str(err)
+    assert job.thread_done.wait(5) and api.killed[0] == "0123456789ab"
+    assert [e[1] for e in builder.events] == ["start", "timeout"]
+
+
+def test_a_cancelled_waiter_never_cancels_the_build():
+    api = FakeAPI(["WAIT", *OK_SCRIPT])
+    builder = ImageBuilder(api.factory)
+
+    async def main():
+        job = builder.start(spec())
+        first = asyncio.ensure_future(builder.wait(job))
+        second = asyncio.ensure_future(builder.wait(job))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        api.release.set()
+        return await second, first
+
+    result, first = asyncio.run(main())
+    assert result.image_id.startswith("sha256:b") and first.cancelled()
+
+
+def test_context_changed_while_writing_is_reported():
+    builder = ImageBuilder(FakeAPI(OK_SCRIPT).factory)
+
+    async def main():
+        return await builder.wait(builder.start(spec(written="c" * 64)))
+
+    with pytest.raises(ContextChanged):
+        asyncio.run(main())
+
+
+def test_pool_bounds_concurrent_builds_and_the_loop_stays_free():
+    release = threading.Event()
+    api = FakeAPI(["WAIT", *OK_SCRIPT], release)
+    builder = ImageBuilder(api.factory, threads=1)
+
+    async def main():
+        a = builder.start(spec(key="1" * 64, tag="r:1"))
+        b = builder.start(spec(key="2" * 64, tag="r:2"))
+        wait_a = asyncio.ensure_future(builder.wait(a))
+        wait_b = asyncio.ensure_future(builder.wait(b))
+        t0 = time.monotonic()
+        for _ in range(10):
+            await asyncio.sleep(0.01)  # the loop is not blocked by the running build
+        loop_time = time.monotonic() - t0
+        started = len(api.builds)
+        release.set()
+        await asyncio.gather(wait_a, wait_b)
+        return started, loop_time
+
+    started, loop_time = asyncio.run(main())
+    assert started == 1 and loop_time < 1.0
+    assert len(api.builds) == 2
+
+
+def test_a_just_finished_build_is_joined_not_repeated(monkeypatch):
+    from ds01spawner.images import builder as builder_module
+
+    builder = ImageBuilder(FakeAPI(OK_SCRIPT).factory)
+
+    async def main():
+        job = builder.start(spec())
+        await builder.wait(job)
+        return job
+
+    job = asyncio.run(main())
+    assert builder.job_for(KEY) is job
+    monkeypatch.setattr(builder_module, "RECENT_SECONDS", -1)
+    assert builder.job_for(KEY) is None
+
+
+def test_very_long_output_keeps_head_and_tail():
+    from ds01spawner.images import builder as builder_module
+
+    script = [{"stream": f"line {i}\n"} for i in range(builder_module.HEAD_LINES + 20000)]
+    builder = ImageBuilder(FakeAPI([*script, *OK_SCRIPT]).factory)
+
+    async def main():
+        job = builder.start(spec())
+        await builder.wait(job)
+        return job.lines()
+
+    lines = asyncio.run(main())
+    assert lines[0] == "line 0" and lines[-1] == "Successfully built bbbbbbbbbbbb"
+    assert any("lines left out" in line for line in lines)
+    assert len(lines) <= builder_module.HEAD_LINES + builder_module.TAIL_LINES + 1
+
+
+# ---- compat ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "output,version",
+    [("6.1.1\n", "6.1.1"), ("some warning\n5.2.0\n", "5.2.0"), ("v6.0.0b1", "6.0.0b1"), ("", None)],
+)
+def test_parse_version(output, version):
+    assert compat.parse_version(output) == version
+
+
+def test_judge_and_messages():
+    assert compat.judge(0, "6.1.1\n", "6.1.1").ok
+    assert compat.judge(0, "6.0.2\n", "6.1.1").ok
+    old = compat.judge(0, "5.2.1\n", "6.1.1")
+    assert not old.ok and old.version == "5.2.1"
+    msg = compat.problem_sentence(old, "6.1.1", "ds01/base:latest")
+    assert "5.2.1" in msg and "jupyterhub==6.1.1" in msg and "FROM the DS01 base image" in msg
+    missing = compat.judge(127, "exec: jupyterhub-singleuser: not found", "6.1.1")
+    assert not missing.ok and missing.version is None
+    msg = compat.problem_sentence(missing, "6.1.1", "ds01/base:latest")
+    assert "cannot run jupyterhub-singleuser" in msg and "not found" in msg
+    assert not compat.judge(1, "6.1.1", "6.1.1").ok  # a version printed by a failing run
+
+
+def test_compat_checks_are_shared_and_cached():
+    checker = compat.CompatChecker()
+    runs = []
+
+    async def run():
+        runs.append(1)
+        await asyncio.sleep(0.05)
+        return compat.CompatResult(True, "6.1.1", "")
+
+    async def main():
+        results = await asyncio.gather(*(checker.check("sha256:1", run) for _ in range(5)))
+        again = await checker.check("sha256:1", run)
+        return results, again
+
+    results, again = asyncio.run(main())
+    assert len(runs) == 1 and checker.checks_run == 1
+    assert all(r.ok for r in results) and again.ok
+
+
+def test_an_inconclusive_check_is_not_cached():
+    checker = compat.CompatChecker()
+
+    async def run():
+        return compat.CompatResult(False, None, "(no answer)", final=False)
+
+    async def main():
+        await checker.check("sha256:2", run)
+        await checker.check("sha256:2", run)
+
+    asyncio.run(main())
+    assert checker.checks_run == 2 and checker.cached("sha256:2") is None
+
+
+# ---- housekeeping decisions --------------------------------------------------------------------
+
+
+class FakeEngine:
+    def __init__(self, images, containers=()):
+        self._images = images
+        self._containers = list(containers)
+        self.removed: list[str] = []
+
+    def images(self, filters):
+        return self._images
+
+    def containers(self, all):
+        return [{"ImageID": i} for i in self._containers]
+
+    def remove_image(self, ref):
+        self.removed.append(ref)
+
+
+def img(ref, created, image_id=None):
+    return {"Id": image_id or f"sha256:{ref}", "RepoTags": [ref], "Created": created, "Size": 1}
+
+
+def test_prune_keeps_newest_and_current_and_in_use():
+    engine = FakeEngine(
+        [
+            img("ds01-alice/p:1", 1),
+            img("ds01-alice/p:2", 2),
+            img("ds01-alice/p:3", 3),
+            img("ds01-alice/p:4", 4),
+            img("ds01-alice/p:5", 5),
+            img("ds01-alice/other:9", 9),
+        ],
+        containers=["sha256:ds01-alice/p:2"],
+    )
+    deleted = housekeeping.prune_project(engine, "ds01", "alice", "p", 2, "ds01-alice/p:1")
+    # kept: the current one (1) and the newest (5); 2 is in use; 3 and 4 go
+    assert sorted(deleted) == ["ds01-alice/p:3", "ds01-alice/p:4"]
+    assert engine.removed == deleted
+
+
+def test_list_ignores_refs_of_other_users_and_other_forms():
+    engine = FakeEngine(
+        [
+            img("ds01-alice/p:1", 1),
+            {"Id": "sha256:x", "RepoTags": ["ds01-alice/p:2", "ds01-alice2/p:2"], "Created": 2},
+            img("ds01-alice/p/deeper:3", 3),
+        ]
+    )
+    listed = housekeeping.list_images(engine, "ds01", "alice")
+    assert [i.ref for i in listed] == ["ds01-alice/p:2", "ds01-alice/p:1"]
+    assert all(i.project == "p" for i in listed)
+
+
+def test_delete_user_images_keeps_images_in_use():
+    engine = FakeEngine([img("ds01-bob/a:1", 1), img("ds01-bob/b:1", 2)], ["sha256:ds01-bob/b:1"])
+    deleted, kept = housekeeping.delete_user_images(engine, "ds01", "bob")
+    assert deleted == ["ds01-bob/a:1"] and kept == ["ds01-bob/b:1"]
+
+
+# ---- what the spawn page gets from a build -----------------------------------------------------
+
+
+def test_build_lines_become_progress_events(monkeypatch):
+    from types import SimpleNamespace
+
+    from ds01spawner import spawner_images
+    from ds01spawner.progress import ProgressLog
+    from ds01spawner.spawner_images import ImageSteps
+
+    monkeypatch.setattr(spawner_images, "MAX_PROGRESS_LINES", 3)
+
+    async def main():
+        fake = SimpleNamespace(progress_log=ProgressLog())
+        listener = ImageSteps._build_listener(fake)
+        for line in [
+            "Step 1/4 : FROM ds01/base:latest",
+            " ---> a9f492361356",
+            "Step 2/4 : RUN pip install x",
+            " ---> Running in 0123456789ab",
+            "<script>alert(1)</script>",
+            "two",
+            "three",
+            "four",
+            "five",
+            "Removing intermediate container 0123456789ab",
+            "Step 4/4 : ENV A=1",
+        ]:
+            listener(line)
+        return fake.progress_log.events
+
+    events = asyncio.run(main())
+    shown = [(e["progress"], e["message"]) for e in events]
+    assert shown == [
+        (15, "Step 1/4 : FROM ds01/base:latest"),
+        (23, "Step 2/4 : RUN pip install x"),
+        (23, "<script>alert(1)</script>"),
+        (23, "two"),
+        (23, "three"),
+        (23, "(more output in .ds01/build.log in your project folder)"),
+        (41, "Step 4/4 : ENV A=1"),
+    ]
+    assert events[2]["html_message"] == "&lt;script&gt;alert(1)&lt;/script&gt;"
