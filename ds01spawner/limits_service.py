@@ -6,6 +6,8 @@
                                                     the caller's own places for others
     GET|POST /services/ds01-limits/api/projects     the caller's projects; create one
                                                     (projects_api.py)
+    GET /services/ds01-limits/                      the caller's own usage, read-only (HTML:
+                                                    servers, GPUs, time left, limits)
 
 Authenticated with the caller's hub token (``Authorization: token ...``) or hub login cookie.
 Limits come from the same file and the same resolution as the spawner's, and "what I use now"
@@ -104,6 +106,66 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         return json.loads(r.body)
 
 
+class UsagePage(LimitsAPI):
+    """The caller's own usage as a page: the admin view's user row of the caller (servers,
+    GPU equivalents against the limit, runtime and idle time left), and their limits."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        from .admin.views import user_rows
+        from .culler.state import read_for_page
+
+        name = self.current_user["name"]
+        model = await self.hub_user(name)
+        groups = set(model.get("groups") or [])
+        if self.unix_groups:
+            groups.update(await asyncio.to_thread(unix_groups, name))
+        model["groups"] = sorted(groups)
+        now = datetime.now(timezone.utc)
+        try:
+            containers = await asyncio.to_thread(
+                self.engine.containers, hub_containers_filter(self.prefix)
+            )
+        except DOCKER_ERRORS as e:
+            raise web.HTTPError(503, "The container engine is not answering.") from e
+        limits = shown = None
+        if self.limits_file:
+            try:
+                store = await asyncio.to_thread(limits_store, self.limits_file)
+                doc = await asyncio.to_thread(store.current)
+                resolved = explain(name, model["groups"], doc, now)
+                limits = resolved.limits
+                shown = [
+                    (k, format_limit(k, getattr(limits, k)), resolved.sources.get(k, ""))
+                    for k in KEYS
+                ]
+            except LimitsError:
+                pass
+        culler = await asyncio.to_thread(
+            read_for_page, os.environ.get("DS01_CULLER_STATE_FILE", "")
+        )
+        (row,) = user_rows([model], containers, lambda n, g: limits, culler, now)
+        template = _jinja().get_template("admin/usage.html")
+        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
+        self.finish(
+            template.render(
+                row=row,
+                shown=shown,
+                checked_at=now.isoformat(timespec="seconds"),
+                user=name,
+                hub=hub_prefix,
+                base=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/"),
+            )
+        )
+
+
+def _jinja():
+    import jinja2
+
+    templates = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(templates), autoescape=True)
+
+
 class QueueAPI(LimitsAPI):
     """The GPU queue the hub publishes (``DS01Spawner.gpu_queue_file``)."""
 
@@ -180,6 +242,7 @@ def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
                 ProjectsHandler,
                 {**args, "settings": spawner_settings()},
             ),
+            (service_prefix, UsagePage, args),
             (url_path_join(service_prefix, "oauth_callback"), HubOAuthCallbackHandler),
         ],
         cookie_secret=os.urandom(32),

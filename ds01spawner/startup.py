@@ -98,6 +98,12 @@ def check_timeouts(config: Any) -> None:
         )
 
 
+def _culler_state_file(config: Any) -> str:
+    from .culler.state import state_path
+
+    return state_path(config)
+
+
 def configure_services(config: Any, port: int, admin_port: int | None = None) -> None:
     """Register the ``ds01-limits`` service (the ``check limits`` JSON API) on ``port``, the
     ``ds01-culler`` service (culler/registration.py; ``c.DS01Culler`` settings) and the
@@ -114,6 +120,7 @@ def configure_services(config: Any, port: int, admin_port: int | None = None) ->
         "DS01_CONTAINER_PREFIX": section.get("prefix", "ds01"),
         "DS01_LIMITS_UNIX_GROUPS": "1" if section.get("limits_include_unix_groups") else "",
         "DS01_GPU_QUEUE_FILE": section.get("gpu_queue_file", ""),
+        "DS01_CULLER_STATE_FILE": _culler_state_file(config),
         SETTINGS_ENV: json.dumps(
             {key: section[key] for key in SETTING_DEFAULTS if key in section}, default=str
         ),
@@ -166,14 +173,11 @@ def register_admin(config: Any, env: dict, port: int) -> None:
     import sys
 
     from .audit import environment as audit_environment
-    from .culler.state import state_path
 
     section = config.get("DS01Spawner", {})
     admin_env = {
         **env,
         **audit_environment(section),
-        "DS01_CULLER_STATE_FILE": config.get("DS01Culler", {}).get("state_file")
-        or state_path(config),
         "DS01_GPU_INVENTORY": str(section.get("gpu_inventory", "auto")),
         "DS01_SIMULATED_GPUS": json.dumps(list(section.get("simulated_gpus", []))),
         "DS01_SIMULATED_GPU_STATE_FILE": section.get("simulated_gpu_state_file", ""),

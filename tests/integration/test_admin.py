@@ -166,6 +166,12 @@ def test_non_admins_get_403_on_the_page_and_the_api(hub):
     s = hub.login("alice")
     r = s.get(f"{hub.url}/services/ds01-admin/", timeout=60)
     assert r.status_code == 403
+    # her own usage, read-only, at the ds01-limits service
+    r = s.get(f"{hub.url}/services/ds01-limits/", timeout=60)
+    assert r.status_code == 200, r.text
+    assert "Your usage and limits" in r.text and "train" in r.text
+    assert "GPU equivalents: <strong>1.0</strong>" in r.text
+    assert "eval" not in r.text  # bob's server is not hers
     # and no token at all
     r = requests.get(f"{hub.url}/services/ds01-admin/api/overview", timeout=30)
     assert r.status_code == 403
