@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..jsonfile import write_json_atomically
 from .allocator import GpuRequest, candidates
 from .model import Device
 
@@ -115,11 +114,10 @@ class GpuQueue:
         replaced atomically."""
         if not self.state_file:
             return
-        tmp = f"{self.state_file}.tmp"
         try:
-            with open(tmp, "w") as f:
-                json.dump({"updated": time.time(), "waiting": self.snapshot()}, f)
-            os.replace(tmp, self.state_file)
+            write_json_atomically(
+                self.state_file, {"updated": time.time(), "waiting": self.snapshot()}
+            )
         except OSError as e:
             logging.getLogger("ds01spawner").warning(
                 "Cannot write the GPU queue file %s: %s", self.state_file, e
