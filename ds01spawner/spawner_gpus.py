@@ -178,12 +178,19 @@ class GpuSteps:
                         return await create(devices)
                     if waiter is None:
                         waiter = self._join_queue(queue)
+                    if getattr(self, "_others_served", False):
+                        queue.changed()  # devices freed for someone behind: wake them
                     seen = queue.version
                     self._report_position(queue, waiter, containers, snapshot)
+                    first = queue.position(waiter) == 1
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._queue_timed_out(queue, waiter)
-                await queue.wait(waiter, seen, min(left, self.gpu_queue_recheck_seconds))
+                # Every change (a retire, a launch served, someone leaving) wakes everyone; only
+                # the first in line also looks every gpu_queue_recheck_seconds for devices freed
+                # outside DS01, so the cost does not grow with the length of the line.
+                recheck = self.gpu_queue_recheck_seconds if first else 60.0
+                await queue.wait(waiter, seen, min(left, recheck))
                 snapshot = await broker.snapshot()  # devices may have freed outside DS01 too
         except QueueCancelled:
             self.log.info(
@@ -276,7 +283,9 @@ class GpuSteps:
             all_devices, usage = snapshot
             held = holders(containers)
             taken = set(held) | busy_outside(usage, held)
-            devices = plan(queue.waiters, all_devices, taken).served.get(waiter.id)
+            decided = plan(queue.waiters, all_devices, taken)
+            devices = decided.served.get(waiter.id)
+            self._others_served = any(wid != waiter.id for wid in decided.served)
             if devices is None:
                 return None
         self.gpu_uuids = [d.uuid for d in devices]
