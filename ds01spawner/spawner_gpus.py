@@ -151,7 +151,8 @@ class GpuSteps:
         queue = self.gpu_queue() if wants and self.gpu_queue_timeout > 0 else None
         snapshot = await broker.snapshot() if wants else ([], {})
         waiter: Waiter | None = None
-        deadline = time.monotonic() + self.gpu_queue_timeout
+        began = time.monotonic()
+        deadline = began + self.gpu_queue_timeout
         try:
             while True:
                 async with self._allocation_lock():
@@ -185,7 +186,7 @@ class GpuSteps:
                     first = queue.position(waiter) == 1
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self._queue_timed_out(queue, waiter)
+                    self._queue_timed_out(queue, waiter, time.monotonic() - began)
                 # Every change (a retire, a launch served, someone leaving) wakes everyone; only
                 # the first in line also looks every gpu_queue_recheck_seconds for devices freed
                 # outside DS01, so the cost does not grow with the length of the line.
@@ -234,8 +235,7 @@ class GpuSteps:
             self._last_position = text
             self.progress_log.emit(30, text)
 
-    def _queue_timed_out(self, queue: GpuQueue, waiter: Waiter) -> None:
-        waited = time.time() - waiter.joined
+    def _queue_timed_out(self, queue: GpuQueue, waiter: Waiter, waited: float) -> None:
         position = queue.position(waiter)
         queue.leave(waiter)
         self.log.warning(
@@ -245,7 +245,7 @@ class GpuSteps:
             waited,
             position,
         )
-        minutes, seconds = divmod(int(waited), 60)
+        minutes, seconds = divmod(round(waited), 60)
         raise user_error(
             429,
             f"No GPU became free in {minutes} min {seconds:02d} s of waiting (you were "

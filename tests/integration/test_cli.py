@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from .hub import ds01_containers, wait_for
+from .hub import REPO, ds01_containers, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,7 @@ def env(hub, tmp_path_factory):
         "DS01_HUB_URL": hub.url,
         "DS01_TOKEN": hub.user_token("erin"),
         "COLUMNS": "200",
+        "PYTHONPATH": str(REPO),  # this checkout's ds01 command
     }
 
 
