@@ -17,7 +17,9 @@ benchmarks/hub_config.py, 4 simulated A100s, every server a real container of ds
      use (/proc/<pid>/stat) and the spawner's ``docker ps -a`` listings per second over the
      window, then the same over an idle window; with 0 and with ``--waiters`` (50) launches
      waiting (checked on the queue API). Then ``--drain`` retires, each timed as in table 1:
-     release -> the 1st in line's container, with 50 waiting.
+     release -> the 1st in line's container, with 50 waiting. Then the hub is restarted (killed
+     if it has not exited 10 s after SIGTERM, which is reported) and the 0 row is measured again,
+     to show the drift of the machine within the run.
 
 Usage: .venv/bin/python benchmarks/gpu_queue.py [--rounds 5] [--waiters 50] [--json out.json]
 Everything it makes (containers named ds01qbench<id>*, two hubs and their proxies on free loopback
@@ -36,6 +38,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -101,6 +104,7 @@ VARIANTS = {
     "retry10": "no queue: retry every 10 s",
 }
 RETRY = {"queue": None, "retry1": 1.0, "retry10": 10.0}
+EXIT_WAIT_S = 10  # table 2: a hub still running this long after SIGTERM is killed
 
 
 class Interrupted(KeyboardInterrupt):
@@ -384,9 +388,6 @@ def retire_and_time(
     info = client.api.inspect_container(hub.container(user))
     created = docker_time(info.get("Created"))
     started = docker_time(info.get("State", {}).get("StartedAt"))
-    # other launches' listings between the DELETE and this launch's create: the queue's waiters
-    # that took the allocation lock before the one that was served
-    before = [s for s in hub.listings_between(e_del, created or 0) if s[0] >= e_del]
     destroyed = None
     for ev in client.api.events(
         since=int(e_del) - 1,
@@ -395,6 +396,10 @@ def retire_and_time(
         decode=True,
     ):
         destroyed = ev.get("timeNano", 0) / 1e9 or None
+    # listings between the freed container's removal and this launch's create: the waiters that
+    # took the allocation lock before the one that was served (and the served one itself)
+    gone = destroyed or e0
+    before = [s for s in hub.listings_between(gone, created or 0) if s[0] >= gone]
     return {
         "user": user,
         "retired": retiring,
@@ -405,7 +410,7 @@ def retire_and_time(
         "accepted_sent_s": (waiter.sent_at - t0) if getattr(waiter, "sent_at", None) else None,
         "destroy_before_answer_s": e0 - destroyed if destroyed else None,
         "tries": waiter.tries,
-        "listings_before": max(0, len(before) - 1),  # minus the served launch's own
+        "listings_before": max(0, len(before) - 1),  # without the served launch's own
         "freed_device_reused": info["Config"]["Labels"].get("ds01.gpus") == freed,
     }
 
@@ -472,12 +477,13 @@ def print_release(rows: list[dict], drain: list[dict], waiters: int) -> None:
     dl = [r["delete_s"] for r in everything]
     gone = [r["destroy_before_answer_s"] for r in everything if r["destroy_before_answer_s"]]
     reused = sum(1 for r in everything if r["freed_device_reused"])
+    gone_s = statistics.median(gone) if gone else float("nan")
     print(
-        f"   (created = median, container created; tries = median POSTs per launch; ps before = "
-        f"median listings of other waiters\n   between the DELETE and the create. The DELETE "
-        f"took {statistics.median(dl):.2f} s median;\n   Docker's 'destroy' event of the freed "
-        f"container came {statistics.median(gone) if gone else float('nan'):.2f} s median before "
-        f"its answer. The next launch got the freed device in {reused} of {len(everything)}.)"
+        "   (created = median, container created; tries = median POSTs per launch; ps before = "
+        "median listings of other\n   waiters between the freed container's removal and the "
+        f"create. The DELETE took {statistics.median(dl):.2f} s median; Docker's\n   'destroy' "
+        f"event of the freed container came {gone_s:.2f} s median before its answer. The next "
+        f"launch got the\n   freed device in {reused} of {len(everything)}.)"
     )
 
 
@@ -604,6 +610,36 @@ def waiting_part(
         drain.append(res)
         print(f"  drain {k + 1}: {first} started {res['started_s']:.2f} s", flush=True)
     out["drain"] = drain
+    if args.no_again or time.monotonic() > deadline:
+        return out
+    # restart the hub (it ends the waiting launches; running servers stay), then measure 0 waiting
+    # again: the same users and servers as the first 0 row, so the difference shows drift on the
+    # machine. (Not 47 DELETEs: JupyterHub answers each DELETE of a pending spawn after a fixed
+    # 1 s, and concurrent ones can fail, see benchmarks/README.md.) A hub that has not exited
+    # EXIT_WAIT_S after SIGTERM is killed, as systemd would, and that is reported.
+    left = [w["user"] for w in hub.queue()]
+    print(f"table 2: hub restart ({len(left)} waiting), then 0 waiting again ...", flush=True)
+    t = time.monotonic()
+    hub.proc.send_signal(signal.SIGTERM)
+    try:
+        hub.proc.wait(EXIT_WAIT_S)
+        exited_s = time.monotonic() - t
+    except subprocess.TimeoutExpired:
+        hub.proc.kill()
+        hub.proc.wait(30)
+        exited_s = None
+    hub.start(timeout)
+    wait_for(
+        lambda: not hub.queue() and all(hub.server_model(u, SERVER) is None for u in left),
+        timeout,
+        "the waiting launches to be gone after the restart",
+        interval=0.2,
+    )
+    out["restart"] = {"n": len(left), "seconds": time.monotonic() - t, "exited_s": exited_s}
+    out["again"] = {
+        "requests": request_window(hub, user, args.requests, dockerd),
+        "idle": idle_window(hub, args.idle_seconds, dockerd),
+    }
     return out
 
 
@@ -630,7 +666,7 @@ def print_waiting(p2: dict) -> None:
             f"{fmt(w.get('listing_ms'), 5, 1)} {fmt(w['load1'], 5)}"
         )
 
-    for key, label in (("0", "0"), ("n", str(n))):
+    for key, label in (("0", "0"), ("n", str(n)), ("again", "0 again")):
         part = p2.get(key)
         if not part:
             continue
@@ -654,6 +690,18 @@ def print_waiting(p2: dict) -> None:
         )
     if "still_waiting" in p2:
         print(f"   still waiting after the measurements: {p2['still_waiting']} (queue API)")
+    r = p2.get("restart")
+    if r:
+        how = (
+            f"exited {r['exited_s']:.1f} s after SIGTERM"
+            if r.get("exited_s") is not None
+            else f"had NOT exited {EXIT_WAIT_S:g} s after SIGTERM and was killed"
+        )
+        print(
+            f"   '0 again': the hub restarted with {r['n']} launches waiting ({how}; up and the "
+            f"queue empty after {r['seconds']:.1f} s),\n   then the 0 row again: drift on the "
+            "machine"
+        )
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -691,6 +739,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="start no new round after this long, report what was measured (default 8)",
     )
     p.add_argument("--no-trace", action="store_true", help="no listing trace lines in the hub log")
+    p.add_argument(
+        "--no-again",
+        action="store_true",
+        help="table 2: leave out restarting the hub and measuring 0 waiting again",
+    )
     p.add_argument("--json", metavar="PATH", help="write the raw numbers to PATH")
     p.add_argument("--keep-logs", metavar="DIR", help="copy the hubs' logs to DIR")
     args = p.parse_args(argv)

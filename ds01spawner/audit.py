@@ -64,8 +64,6 @@ OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "error": str,
     "ok": bool,
     "details": dict,
-    "hub": str,
-    "pid": int,
     "kind": str,
     "reason": str,
 }

@@ -39,11 +39,12 @@ class LaunchOptions:
 
 
 def _text(value: object, key: str) -> str:
+    """A text option as sent (never trimmed: " x" is not the name "x")."""
     if not isinstance(value, str):
         raise OptionsError(f"'{key}' must be text.")
     if len(value) > _MAX_TEXT or any(ord(ch) < 32 for ch in value):
         raise OptionsError(f"'{key}' is too long or has control characters.")
-    return value.strip()
+    return value
 
 
 def validate_user_options(
@@ -75,7 +76,7 @@ def validate_user_options(
             f"The options are: {', '.join(OPTION_KEYS)}."
         )
     if "project" in raw:
-        project = _text(raw["project"], "project")
+        project = raw["project"]  # project_name_problem below says what a valid name is
         if server_name and project != server_name:
             raise OptionsError(
                 f"This server is for project '{server_name}'; leave 'project' out or give the "

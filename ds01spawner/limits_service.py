@@ -6,6 +6,8 @@
                                                     the caller's own places for others
     GET|POST /services/ds01-limits/api/projects     the caller's projects; create one
                                                     (projects_api.py)
+    GET|DELETE /services/ds01-limits/api/images     the caller's project images; delete a
+                                                    project's (images_api.py)
     GET /services/ds01-limits/                      the caller's own usage, read-only (HTML:
                                                     servers, GPUs, time left, limits)
 
@@ -30,6 +32,7 @@ from tornado import httpclient, ioloop, web
 
 from .errors import DOCKER_ERRORS
 from .gpus.table import hub_containers_filter
+from .images_api import ImagesAPI
 from .limits import KEYS, LimitsError, explain, format_limit
 from .projects_api import ProjectsAPI, spawner_settings
 from .quota import usage_of
@@ -203,6 +206,10 @@ class ProjectsHandler(ProjectsAPI, LimitsAPI):
     """GET/POST /api/projects (projects_api.py) with this service's authentication."""
 
 
+class ImagesHandler(ImagesAPI, LimitsAPI):
+    """GET/DELETE /api/images (images_api.py) with this service's authentication."""
+
+
 class Engine:
     """The Docker engine, connected at first use: the service must start (and keep the hub
     up: JupyterHub stops when a managed service dies) while the engine is down."""
@@ -211,14 +218,17 @@ class Engine:
         self.base_url = base_url
         self._client = None
 
-    def containers(self, filters: dict) -> list[dict]:
+    def api(self) -> docker.APIClient:
         if self._client is None:
             self._client = (
                 docker.APIClient(base_url=self.base_url, version="auto")
                 if self.base_url
                 else docker.from_env().api
             )
-        return self._client.containers(all=True, filters=filters)
+        return self._client
+
+    def containers(self, filters: dict) -> list[dict]:
+        return self.api().containers(all=True, filters=filters)
 
 
 def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
@@ -242,6 +252,7 @@ def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
                 ProjectsHandler,
                 {**args, "settings": spawner_settings()},
             ),
+            (url_path_join(service_prefix, "api/images"), ImagesHandler, args),
             (service_prefix, UsagePage, args),
             (url_path_join(service_prefix, "oauth_callback"), HubOAuthCallbackHandler),
         ],

@@ -151,8 +151,8 @@ class GpuSteps:
         queue = self.gpu_queue() if wants and self.gpu_queue_timeout > 0 else None
         snapshot = await broker.snapshot() if wants else ([], {})
         waiter: Waiter | None = None
-        t0 = time.monotonic()
-        deadline = t0 + self.gpu_queue_timeout
+        began = time.monotonic()
+        deadline = began + self.gpu_queue_timeout
         try:
             while True:
                 async with self._allocation_lock():
@@ -178,16 +178,23 @@ class GpuSteps:
                             waited = round(time.time() - waiter.joined, 3)
                             queue.leave(waiter)
                             waiter = None
-                        self._allocated(t0, devices, waited)
+                        self._allocated(began, devices, waited)
                         return await create(devices)
                     if waiter is None:
                         waiter = self._join_queue(queue)
+                    if getattr(self, "_others_served", False):
+                        queue.changed()  # devices freed for someone behind: wake them
                     seen = queue.version
                     self._report_position(queue, waiter, containers, snapshot)
+                    first = queue.position(waiter) == 1
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self._queue_timed_out(queue, waiter)
-                await queue.wait(waiter, seen, min(left, self.gpu_queue_recheck_seconds))
+                    self._queue_timed_out(queue, waiter, time.monotonic() - began)
+                # Every change (a retire, a launch served, someone leaving) wakes everyone; only
+                # the first in line also looks every gpu_queue_recheck_seconds for devices freed
+                # outside DS01, so the cost does not grow with the length of the line.
+                recheck = self.gpu_queue_recheck_seconds if first else 60.0
+                await queue.wait(waiter, seen, min(left, recheck))
                 snapshot = await broker.snapshot()  # devices may have freed outside DS01 too
         except QueueCancelled:
             self.log.info(
@@ -248,8 +255,7 @@ class GpuSteps:
             self._last_position = text
             self.progress_log.emit(30, text)
 
-    def _queue_timed_out(self, queue: GpuQueue, waiter: Waiter) -> None:
-        waited = time.time() - waiter.joined
+    def _queue_timed_out(self, queue: GpuQueue, waiter: Waiter, waited: float) -> None:
         position = queue.position(waiter)
         queue.leave(waiter)
         self.log.warning(
@@ -259,7 +265,6 @@ class GpuSteps:
             waited,
             position,
         )
-        minutes, seconds = divmod(int(waited), 60)
         self.audit(
             "refuse",
             user=self.user.name,
@@ -269,6 +274,7 @@ class GpuSteps:
             kind="queue_timeout",
             reason=f"no GPU became free in {waited:.0f} s (position {position})",
         )
+        minutes, seconds = divmod(round(waited), 60)
         raise user_error(
             429,
             f"No GPU became free in {minutes} min {seconds:02d} s of waiting (you were "
@@ -315,7 +321,9 @@ class GpuSteps:
             all_devices, usage = snapshot
             held = holders(containers)
             taken = set(held) | busy_outside(usage, held)
-            devices = plan(queue.waiters, all_devices, taken).served.get(waiter.id)
+            decided = plan(queue.waiters, all_devices, taken)
+            devices = decided.served.get(waiter.id)
+            self._others_served = any(wid != waiter.id for wid in decided.served)
             if devices is None:
                 return None
         self.gpu_uuids = [d.uuid for d in devices]

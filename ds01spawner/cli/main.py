@@ -253,6 +253,42 @@ def cmd_check_limits(args, client: HubClient, out: Out) -> int:
     return 0
 
 
+def cmd_image_list(args, client: HubClient, out: Out) -> int:
+    images = client.service("GET", "images")["images"]
+    if out.as_json:
+        out.json(images)
+        return 0
+    if not images:
+        out.line("No project images. A project with a Dockerfile gets one at its first launch.")
+        return 0
+    rows = [
+        (
+            i["project"],
+            i["tag"],
+            f"{i['size'] / 1e6:.0f} MB",
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(i["created"])),
+            "in use" if i["in_use"] else "",
+        )
+        for i in images
+    ]
+    out.table(("PROJECT", "TAG", "SIZE", "BUILT (UTC)", ""), rows)
+    return 0
+
+
+def cmd_image_delete(args, client: HubClient, out: Out) -> int:
+    done = client.service("DELETE", f"images?project={args.name}")
+    if out.as_json:
+        out.json(done)
+        return 0
+    if not done["deleted"] and not done["kept"]:
+        raise Failed(f"You have no images of project '{args.name}'. See: ds01 image list")
+    for ref in done["deleted"]:
+        out.line(f"Deleted {ref}")
+    for ref in done["kept"]:
+        out.line(f"Kept {ref}: a server uses it (retire it first)")
+    return 0 if not done["kept"] else 1
+
+
 def cmd_aliases(args, out: Out) -> int:
     for name, target in ALIASES.items():
         out.line(f"alias {name}='{target}'")
@@ -332,6 +368,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p = check.add_parser("limits", help="your limits, where they come from, what you use")
     p.set_defaults(func=cmd_check_limits)
+
+    image = sub.add_parser("image", help="your project images: list, delete").add_subparsers(
+        dest="action", required=True
+    )
+    p = image.add_parser("list", help="your project images, newest first")
+    p.set_defaults(func=cmd_image_list)
+    p = image.add_parser("delete", help="delete a project's images (not those in use)")
+    p.add_argument("name", help="the project")
+    p.set_defaults(func=cmd_image_delete)
 
     p = sub.add_parser("aliases", help="shell aliases for the spellings of the DS01 docs")
     p.set_defaults(func=cmd_aliases, needs_hub=False)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ..jsonfile import write_json_atomically
 from .decision import REASONS, Given
 
 FILE_NAME = "culler-state.json"
@@ -200,27 +200,7 @@ class State:
 
     def save(self, path: str) -> None:
         """Replace ``path`` atomically (readers see the old or the new file, never a mix)."""
-        write_json_atomically(path, self.to_json())
-
-
-def write_json_atomically(path: str, data: Any) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".culler-state.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        write_json_atomically(path, self.to_json(), fsync=True)
 
 
 def read_for_page(path: str) -> dict[str, dict]:

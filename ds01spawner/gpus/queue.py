@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..jsonfile import write_json_atomically
 from .allocator import GpuRequest, candidates
 from .model import Device
 
@@ -101,7 +100,7 @@ class GpuQueue:
     def __init__(self, state_file: str = "") -> None:
         self._waiters: dict[int, Waiter] = {}
         self._ids = itertools.count(1)
-        self._changed = asyncio.Condition()
+        self._event = asyncio.Event()  # set, and replaced, at every change
         self.version = 0
         self.state_file = state_file
         self._write()  # a restarted hub starts with nobody waiting
@@ -115,11 +114,10 @@ class GpuQueue:
         replaced atomically."""
         if not self.state_file:
             return
-        tmp = f"{self.state_file}.tmp"
         try:
-            with open(tmp, "w") as f:
-                json.dump({"updated": time.time(), "waiting": self.snapshot()}, f)
-            os.replace(tmp, self.state_file)
+            write_json_atomically(
+                self.state_file, {"updated": time.time(), "waiting": self.snapshot()}
+            )
         except OSError as e:
             logging.getLogger("ds01spawner").warning(
                 "Cannot write the GPU queue file %s: %s", self.state_file, e
@@ -163,28 +161,22 @@ class GpuQueue:
         """Something that may free a device or move the line happened: wake every waiter."""
         self.version += 1
         self._write()
-
-        async def wake() -> None:
-            async with self._changed:
-                self._changed.notify_all()
-
-        try:
-            asyncio.get_running_loop().create_task(wake())
-        except RuntimeError:  # no loop (pure tests): nobody can be waiting
-            pass
+        event, self._event = self._event, asyncio.Event()
+        event.set()
 
     async def wait(self, waiter: Waiter, seen_version: int, timeout: float) -> None:
         """Return when the queue changed after ``seen_version`` or ``timeout`` passed;
-        QueueCancelled when the waiter was cancelled."""
-        async with self._changed:
+        QueueCancelled when the waiter was cancelled.
+
+        No lock and no ``asyncio.wait_for`` here: a waiter cancelled while it waits (Stop, a
+        hub shutdown that cancels every task) must leave at once and leave nothing held, and
+        ``wait_for`` can lose a cancellation that arrives as the wait ends (Python 3.11).
+        """
+        if self.version == seen_version and not waiter.cancelled:
+            woken = asyncio.ensure_future(self._event.wait())
             try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(
-                        lambda: self.version != seen_version or waiter.cancelled
-                    ),
-                    timeout=max(0.0, timeout),
-                )
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait({woken}, timeout=max(0.0, timeout))
+            finally:
+                woken.cancel()
         if waiter.cancelled:
             raise QueueCancelled()

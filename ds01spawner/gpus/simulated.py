@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..jsonfile import write_json_atomically
 from .model import (
     LOGGER_NAME,
     Device,
@@ -231,19 +230,7 @@ def write_state(path: str, updates: Mapping[str, Any]) -> dict[str, dict]:
             continue
         entry = {**state.get(key, {}), **fields}
         state[key] = {k: v for k, v in entry.items() if v is not None}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gpu-state-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_json_atomically(path, state, indent=2)
     return state
 
 

@@ -85,6 +85,11 @@ class Hub:
                 "DS01_TEST_TOKEN": self.token,
                 "DS01_TEST_PREFIX": prefix,
                 "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+                # the hub and its services import this checkout's ds01spawner, whatever
+                # checkout the venv's editable install points at
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+                ),
             }
         )
         self.env.update(extra_env or {})

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from .hub import ds01_containers, wait_for
+from .hub import REPO, ds01_containers, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,7 @@ def env(hub, tmp_path_factory):
         "DS01_HUB_URL": hub.url,
         "DS01_TOKEN": hub.user_token("erin"),
         "COLUMNS": "200",
+        "PYTHONPATH": str(REPO),  # this checkout's ds01 command
     }
 
 
@@ -128,6 +129,21 @@ def test_launch_list_attach_retire(hub, env, docker_client):
     assert (hub.workspaces / "erin" / "thesis" / "Dockerfile").is_file()
     line = one_clear_line(ds01(env, "container", "retire", "thesis"))
     assert "no server 'thesis'" in line
+
+    # the project's Dockerfile (python-ml template) gave it an image: list and delete it
+    images = json.loads(ds01(env, "image", "list", "--json").stdout)
+    assert [(i["project"], i["in_use"]) for i in images] == [("thesis", False)]
+    assert docker_client.images.get(images[0]["ref"])
+    table = ds01(env, "image", "list").stdout.splitlines()
+    assert table[0].split()[:4] == ["PROJECT", "TAG", "SIZE", "BUILT"]
+    r = ds01(env, "image", "delete", "thesis")
+    assert r.returncode == 0, r.stderr
+    assert f"Deleted {images[0]['ref']}" in r.stdout
+    assert "No project images" in ds01(env, "image", "list").stdout
+    line = one_clear_line(ds01(env, "image", "delete", "thesis"))
+    assert "no images of project 'thesis'" in line
+    line = one_clear_line(ds01(env, "image", "delete", "../etc"))
+    assert "not a valid project name" in line
     line = one_clear_line(ds01(env, "container", "attach", "thesis", "-c", "true"))
     assert "is not running" in line
 

@@ -195,3 +195,16 @@ def test_form_says_how_each_project_gets_its_image(hub):
     assert "its Dockerfile (changed since the last build: built at launch)" in label("fresh")
     assert "its Dockerfile, which will be refused" in label("refused")
     assert "alpine:latest" in label("refused")
+
+
+def test_a_named_servers_form_is_for_its_project(hub):
+    session = hub.login("alice")
+    page = session.get(f"{hub.url}/hub/spawn/alice/brandnew", timeout=30).text
+    assert "This project does not exist yet" in page
+    assert "Start it from a template" in page and 'id="ds01-template-python-ml"' in page
+    assert 'name="new_project" value="brandnew"' in page
+    assert 'name="project" value="+new"' in page  # options_from_form reads it as a new project
+    (hub.workspaces / "alice" / "existing").mkdir(parents=True, exist_ok=True)
+    page = session.get(f"{hub.url}/hub/spawn/alice/existing", timeout=30).text
+    assert 'type="hidden" name="project" value="existing"' in page
+    assert "Start it from a template" not in page

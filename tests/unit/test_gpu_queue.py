@@ -205,3 +205,43 @@ def test_wait_returns_after_its_timeout_without_a_change():
         assert len(q) == 1  # still waiting: only the caller decides to give up
 
     run(scenario())
+
+
+def test_cancelling_many_waiting_tasks_twice_never_hangs():
+    """A hub shutdown cancels every task (some twice): every waiter must end at once."""
+
+    async def scenario():
+        q = GpuQueue()
+        waiters = [q.join(f"u{i}", "s", f"p{i}", GpuRequest(1, "any")) for i in range(50)]
+        tasks = [asyncio.create_task(q.wait(w, q.version, timeout=60)) for w in waiters]
+        await asyncio.sleep(0)
+        for t in tasks:
+            t.cancel()
+        await asyncio.sleep(0)
+        for t in tasks:
+            t.cancel()
+        done, pending = await asyncio.wait(tasks, timeout=5)
+        assert not pending
+        assert all(t.cancelled() for t in done)
+
+    run(scenario())
+
+
+def test_a_cancellation_at_the_moment_of_a_change_is_never_lost():
+    async def scenario():
+        q = GpuQueue()
+        w = q.join("alice", "a", "a", GpuRequest(1, "any"))
+        lost = 0
+        for _ in range(500):
+            task = asyncio.create_task(q.wait(w, q.version, timeout=60))
+            await asyncio.sleep(0)
+            q.changed()  # the wait ends ...
+            task.cancel()  # ... as the launch is stopped
+            try:
+                await task
+                lost += 1
+            except asyncio.CancelledError:
+                pass
+        assert lost == 0
+
+    run(scenario())
