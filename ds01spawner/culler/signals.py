@@ -135,7 +135,9 @@ class HubAPI:
             self._client = _http_client(self.max_clients)
         return self._client
 
-    async def request(self, method: str, path: str, **headers: str) -> tuple[int, Any]:
+    async def request(
+        self, method: str, path: str, timeout: float | None = None, **headers: str
+    ) -> tuple[int, Any]:
         """(status, parsed JSON body or None); SignalError for a network error or a timeout.
         HTTP errors are returned, not raised: the caller decides what each status means."""
         self.calls += 1
@@ -143,7 +145,7 @@ class HubAPI:
             self.api_url + path,
             method=method,
             headers={"Authorization": f"token {self.token}", **headers},
-            request_timeout=self.timeout,
+            request_timeout=timeout or self.timeout,
             connect_timeout=self.timeout,
             allow_nonstandard_methods=True,
         )
@@ -180,10 +182,16 @@ class HubAPI:
         running. SignalError for anything else.
         """
         path = f"/users/{quote(user, safe='')}/servers/{quote(server, safe='')}"
-        code, body = await self.request("DELETE", path)
+        # The hub answers a DELETE when the server has stopped (its grace period included),
+        # or with 202 after its slow_stop_timeout (10 s): a shorter wait would give up on a
+        # stop that succeeds, and the retirement would never be recorded.
+        code, body = await self.request("DELETE", path, timeout=max(self.timeout, STOP_WAIT_S))
         if code in (202, 204, 400, 404):
             return code
         raise SignalError(f"DELETE {path} answered {code}: {_short(body)}")
+
+
+STOP_WAIT_S = 20.0
 
 
 def _http_client(max_clients: int) -> httpclient.AsyncHTTPClient:
