@@ -112,7 +112,6 @@ def configure_services(config: Any, port: int, admin_port: int | None = None) ->
     Call it after every change to ``DS01Spawner`` or ``DS01Culler`` settings: it replaces its
     own earlier registrations, and gives every user's token access to ``ds01-limits``.
     """
-    import sys
 
     section = config.get("DS01Spawner", {})
     env = {
@@ -128,31 +127,22 @@ def configure_services(config: Any, port: int, admin_port: int | None = None) ->
     client_kwargs = section.get("client_kwargs", {})
     if client_kwargs.get("base_url"):
         env["DS01_DOCKER_HOST"] = client_kwargs["base_url"]
-    services = [s for s in config.JupyterHub.get("services", []) if s.get("name") != "ds01-limits"]
-    services.append(
-        {
-            "name": "ds01-limits",
-            "url": f"http://127.0.0.1:{port}",
-            "command": [sys.executable, "-m", "ds01spawner.limits_service"],
-            "environment": env,
-            "oauth_no_confirm": True,
-            "display": False,
-        }
+    _register_service(
+        config,
+        "ds01-limits",
+        "ds01spawner.limits_service",
+        port,
+        env,
+        False,
+        ["read:users", "read:servers"],
     )
-    config.JupyterHub.services = services
-    roles = [r for r in config.JupyterHub.get("load_roles", []) if r.get("name") != "ds01-limits"]
+    # every user's token (and login) may use it: their own limits, queue, projects, images
+    roles = list(config.JupyterHub.load_roles)
     if not any(r.get("name") == "user" for r in roles):
         roles.append({"name": "user", "scopes": ["self"]})
     for role in roles:
         if role["name"] == "user" and "access:services!service=ds01-limits" not in role["scopes"]:
             role["scopes"] = [*role["scopes"], "access:services!service=ds01-limits"]
-    roles.append(
-        {
-            "name": "ds01-limits",
-            "scopes": ["read:users", "read:servers"],
-            "services": ["ds01-limits"],
-        }
-    )
     config.JupyterHub.load_roles = roles
     from .culler.registration import register_culler
 
@@ -170,7 +160,6 @@ def register_admin(config: Any, env: dict, port: int) -> None:
     """Add (or replace) the ``ds01-admin`` service and its role. Hub admins reach it through
     their ``admin`` role (``access:services``); no other role is given access, and the service
     checks the admin flag itself as well."""
-    import sys
 
     from .audit import environment as audit_environment
 
@@ -183,18 +172,30 @@ def register_admin(config: Any, env: dict, port: int) -> None:
         "DS01_SIMULATED_GPU_STATE_FILE": section.get("simulated_gpu_state_file", ""),
         "DS01_GPUS_BUSY_OUTSIDE": "1" if section.get("gpus_busy_outside_ds01", True) else "0",
     }
-    services = [s for s in config.JupyterHub.get("services", []) if s.get("name") != "ds01-admin"]
+    _register_service(
+        config, "ds01-admin", "ds01spawner.admin", port, admin_env, True, ADMIN_SCOPES
+    )
+
+
+def _register_service(
+    config: Any, name: str, module: str, port: int, env: dict, display: bool, scopes: list
+) -> None:
+    """Add (or replace) a managed service ``python -m module`` on 127.0.0.1:``port`` and the
+    role of the same name that gives it ``scopes``."""
+    import sys
+
+    services = [s for s in config.JupyterHub.get("services", []) if s.get("name") != name]
     services.append(
         {
-            "name": "ds01-admin",
+            "name": name,
             "url": f"http://127.0.0.1:{port}",
-            "command": [sys.executable, "-m", "ds01spawner.admin"],
-            "environment": admin_env,
+            "command": [sys.executable, "-m", module],
+            "environment": env,
             "oauth_no_confirm": True,
-            "display": True,
+            "display": display,
         }
     )
     config.JupyterHub.services = services
-    roles = [r for r in config.JupyterHub.get("load_roles", []) if r.get("name") != "ds01-admin"]
-    roles.append({"name": "ds01-admin", "scopes": list(ADMIN_SCOPES), "services": ["ds01-admin"]})
+    roles = [r for r in config.JupyterHub.get("load_roles", []) if r.get("name") != name]
+    roles.append({"name": name, "scopes": list(scopes), "services": [name]})
     config.JupyterHub.load_roles = roles
