@@ -344,7 +344,7 @@ class Culler:
                 busy.add("cpu")
             if container.server_url:
                 try:
-                    k = await self.kernels.kernels(container.server_url)
+                    k = await self.kernels.kernels(container.server_url, container.server_token)
                     kernel_activity = k.last_activity
                     if k.busy:
                         busy.add("kernels")
