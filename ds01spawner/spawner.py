@@ -24,6 +24,7 @@ from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
 from .gpus.allocator import equivalents
 from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
+from .logsafe import untrusted
 from .metrics import observe
 from .names import container_name, oauth_client_id, path_safe_username
 from .ports import PortPool
@@ -649,7 +650,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
                     self.user.name,
                     project,
                     e.exit_code,
-                    e.output_tail,
+                    untrusted(e.output_tail),
                 )
                 raise user_error(
                     500,
@@ -840,7 +841,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
             self.user.name,
             self.project,
             state.get("ExitCode"),
-            await self._output_tail(),
+            untrusted(await self._output_tail()),
         )
 
     async def stop(self, now: bool = False) -> None:

@@ -59,6 +59,7 @@ from .images.context import (
 )
 from .images.dockerfile import DockerfileError, check_allowed, parse_dockerfile, shown
 from .images.tags import TagError, image_ref, split_ref
+from .logsafe import escape_line, untrusted
 from .project_files import ProjectFileError, write_project_file
 
 DIGEST_LABEL = "ds01.image.digest"
@@ -260,7 +261,7 @@ class ImageSteps(LoggingConfigurable):
             parsed = parse_dockerfile(text, buildargs)
             check_allowed(parsed, self.allowed_base_images)
         except DockerfileError as e:
-            self.log.warning("Dockerfile refused %s: %s", who, e)
+            self.log.warning("Dockerfile refused %s: %s", who, escape_line(str(e)))
             raise user_error(400, str(e)) from e
         used_args = {k: v for k, v in buildargs.items() if k in parsed.arg_names}
         extra = {f"arg {k}": v for k, v in used_args.items()}
@@ -536,7 +537,7 @@ class ImageSteps(LoggingConfigurable):
                 image_id[7:19],
                 who,
                 hub_version,
-                result.version or result.output,
+                untrusted(result.version or result.output),
             )
             raise user_error(422, compat.problem_sentence(result, hub_version, self.image))
 
