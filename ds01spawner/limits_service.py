@@ -31,7 +31,7 @@ from jupyterhub.utils import url_path_join
 from tornado import httpclient, ioloop, web
 
 from .errors import DOCKER_ERRORS
-from .gpus.table import hub_containers_filter
+from .gpus.table import hub_containers_filter, server_containers
 from .images_api import ImagesAPI
 from .limits import KEYS, LimitsError, explain, format_limit
 from .projects_api import ProjectsAPI, spawner_settings
@@ -66,8 +66,9 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         groups = sorted(groups)
         now = datetime.now(timezone.utc)
         try:
-            containers = await asyncio.to_thread(
-                self.engine.containers, hub_containers_filter(self.prefix)
+            containers = server_containers(
+                await asyncio.to_thread(self.engine.containers, hub_containers_filter(self.prefix)),
+                self.prefix,
             )
         except DOCKER_ERRORS as e:
             raise web.HTTPError(
@@ -131,8 +132,9 @@ class UsagePage(LimitsAPI):
         model["groups"] = sorted(groups)
         now = datetime.now(timezone.utc)
         try:
-            containers = await asyncio.to_thread(
-                self.engine.containers, hub_containers_filter(self.prefix)
+            containers = server_containers(
+                await asyncio.to_thread(self.engine.containers, hub_containers_filter(self.prefix)),
+                self.prefix,
             )
         except DOCKER_ERRORS as e:
             raise web.HTTPError(503, "The container engine is not answering.") from e

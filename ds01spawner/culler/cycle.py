@@ -26,7 +26,7 @@ from typing import Any
 
 from ..audit import AuditLog, NoAuditLog, mark_retire
 from ..errors import DOCKER_ERRORS
-from ..gpus.table import hub_containers_filter
+from ..gpus.table import hub_containers_filter, server_containers
 from ..limits import Limits, LimitsError, explain
 from ..names import container_name
 from . import notices as project_notices
@@ -188,8 +188,9 @@ class Culler:
 
         containers, docker_ok = [], True
         try:
-            containers = await self._thread(
-                self.engine.containers, hub_containers_filter(self.prefix)
+            containers = server_containers(
+                await self._thread(self.engine.containers, hub_containers_filter(self.prefix)),
+                self.prefix,
             )
             self._recovered("docker", "Docker answers again")
         except DOCKER_ERRORS as e:

@@ -105,7 +105,12 @@ class Engine:
                 "Id": self._id(k),
                 "Names": ["/" + container_name(hs.user, hs.name, self.prefix)],
                 "State": "running",
-                "Labels": {"ds01.gpus": self.gpus.get(k, "")},
+                "Labels": {
+                    "ds01.managed": "true",
+                    "ds01.user": hs.user,
+                    "ds01.server": hs.name,
+                    "ds01.gpus": self.gpus.get(k, ""),
+                },
             }
             for k, hs in self.hub.servers.items()
         ]
