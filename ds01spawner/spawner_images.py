@@ -58,6 +58,7 @@ from .images.context import (
     write_tar,
 )
 from .images.dockerfile import DockerfileError, check_allowed, parse_dockerfile, shown
+from .images.dockerfile_rules import extends_layers
 from .images.tags import TagError, image_ref, split_ref
 from .logsafe import escape_line, untrusted
 from .project_files import ProjectFileError, write_project_file
@@ -226,6 +227,7 @@ class ImageSteps(LoggingConfigurable):
             image_id = await self._existing_image(ref, digest, who)
             if image_id is None:
                 image_id = await self._build(plan, project_dir, ident, who)
+            await self._check_base_layers(image_id, plan["base_id"], who)
             await self._check_runs_server(image_id, ident, who)
             phases = getattr(self, "_phases", None)
             if phases is not None:  # the spawn's build phase: the whole image step
@@ -267,6 +269,7 @@ class ImageSteps(LoggingConfigurable):
         extra = {f"arg {k}": v for k, v in used_args.items()}
         for name in parsed.external_images():
             extra[f"base {name}"] = await self._base_image_id(name, parsed, who)
+        base_id = extra.get(f"base {parsed.final_base()}")  # None for FROM scratch
         try:
             ignore = await self._in_io(read_top_file, project_dir, ".dockerignore", 1 << 20)
             rules = IgnoreRules.for_project(
@@ -302,6 +305,7 @@ class ImageSteps(LoggingConfigurable):
             "extra": extra,
             "buildargs": used_args,
             "project": project,
+            "base_id": base_id,
         }
 
     async def _base_image_id(self, name: str, parsed, who: str) -> str:
@@ -324,6 +328,25 @@ class ImageSteps(LoggingConfigurable):
                     400, f"{where}, which Docker does not accept: {e.explanation or e}."
                 ) from e
             raise
+
+    async def _check_base_layers(self, image_id: str, base_id: str | None, who: str) -> None:
+        """Refuse an image whose layers do not start with the allowed base image's: whatever
+        the Dockerfile said, the engine then built it from something else."""
+        if base_id is None:
+            return
+        built = (await self.docker("inspect_image", image_id)).get("RootFS") or {}
+        base = (await self.docker("inspect_image", base_id)).get("RootFS") or {}
+        if extends_layers(built.get("Layers") or [], base.get("Layers") or []):
+            return
+        self.log.warning(
+            "Image %s of %s does not extend its base %s: refused", image_id[7:19], who, base_id
+        )
+        raise user_error(
+            422,
+            "Your image was not built on top of the base image your Dockerfile's last FROM "
+            "names, so DS01 will not run it. Start your final stage FROM an allowed image "
+            f"(for example {self.image}) and build on it.",
+        )
 
     async def _existing_image(self, ref: str, digest: str, who: str) -> str | None:
         """The id of the image for this content, tagged ``ref``; None when it must be built.

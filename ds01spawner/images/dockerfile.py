@@ -66,6 +66,17 @@ class ParsedDockerfile:
     images: tuple[ImageRef, ...]  # external images, in file order (may repeat)
     arg_names: frozenset[str]  # every ARG the file declares, anywhere
 
+    def final_base(self) -> str:
+        """The external image the built image starts from: the last stage's, following
+        ``FROM <earlier stage>`` back to the image that stage started from."""
+        stage = self.stages[-1]
+        for _ in range(len(self.stages)):
+            if not stage.stage_ref:
+                break
+            earlier = self.stages[: self.stages.index(stage)]
+            stage = next(s for s in reversed(earlier) if s.name == stage.image.lower())
+        return stage.image
+
     def external_images(self) -> list[str]:
         """The distinct external images, in order of first use (``scratch`` is not an image)."""
         seen: list[str] = []

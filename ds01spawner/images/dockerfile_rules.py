@@ -108,6 +108,12 @@ def read_directives(lines: list[str]) -> tuple[str, int]:
     return escape, start
 
 
+def extends_layers(built: list[str], base: list[str]) -> bool:
+    """Whether an image's layer chain (``RootFS.Layers``) starts with its base image's: every
+    image built FROM a base keeps the base's layers, in order, below its own."""
+    return len(built) >= len(base) and built[: len(base)] == base
+
+
 def check_instruction(lineno: int, keyword: str, words: list[str], shown_text: str) -> None:
     """Refuse an instruction DS01 might read differently from the engine: a keyword that is not
     plain ASCII letters, or a heredoc."""

@@ -11,6 +11,7 @@ against this machine's engine (Docker 20.10, legacy builder): docs/security.md.
 import pytest
 
 from ds01spawner.images.dockerfile import DockerfileError, check_allowed, parse_dockerfile
+from ds01spawner.images.dockerfile_rules import extends_layers
 
 REFUSED = "refused"
 B = "\\"
@@ -174,3 +175,17 @@ def test_a_hidden_second_from_is_refused_by_the_policy():
     text = f"# escape=`\nFROM ds01/base\nRUN echo {B}\nFROM ds01-bob/thesis:latest\n"
     with pytest.raises(DockerfileError, match="ds01-bob/thesis"):
         check_allowed(parse_dockerfile(text), ["ds01/*"])
+
+
+def test_the_final_base_follows_stage_references_back_to_an_image():
+    text = "FROM ds01/base AS a\nFROM ds01/gpu AS b\nFROM a AS c\nFROM c\n"
+    assert parse_dockerfile(text).final_base() == "ds01/base"
+    assert parse_dockerfile("FROM ds01/base AS a\nFROM ds01/gpu\n").final_base() == "ds01/gpu"
+
+
+def test_a_built_image_must_keep_its_base_layers_below_its_own():
+    base = ["sha256:a", "sha256:b"]
+    assert extends_layers(["sha256:a", "sha256:b", "sha256:c"], base)
+    assert extends_layers(base, base)  # a build that added no layer
+    assert not extends_layers(["sha256:x", "sha256:b", "sha256:c"], base)  # another image
+    assert not extends_layers(["sha256:a"], base)
