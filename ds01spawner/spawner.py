@@ -19,7 +19,13 @@ from dockerspawner import DockerSpawner
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode, default, validate
 
 from .audit import audit_log, take_retire
-from .container_spec import HOST_NETWORK, ServerSpec, SpecError, build_container_spec
+from .container_spec import (
+    HOST_NETWORK,
+    WORKSPACE_MOUNT,
+    ServerSpec,
+    SpecError,
+    build_container_spec,
+)
 from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
 from .gpus.allocator import equivalents
 from .gpus.model import Device
@@ -32,6 +38,7 @@ from .progress import ProgressLog
 from .projects import BUILTIN_TEMPLATES, TemplateError, apply_template, check_templates
 from .quota import LimitRefused, shape_request
 from .readiness import ServerExited, wait_until_listening
+from .safepath import mounted_identity, still_there
 from .spawner_form import FormSteps
 from .spawner_gpus import GpuSteps
 from .spawner_images import ImageSteps
@@ -561,6 +568,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
             )
             raise user_error(400, str(e)) from e
         self._workspace_dir = str(ws.project_dir)
+        self._workspace_identity = ws.identity
         self._identity_used = ident
         if options.template and not ws.created:
             raise user_error(
@@ -631,6 +639,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
             self.ip = "127.0.0.1"
         try:
             ip, port = await super().start()
+            await self._check_mounted_workspace()
             self.progress_log.emit(70, "Container started; waiting for JupyterLab to listen")
             await wait_until_listening(ip, port, self._check_alive, timeout=self.http_timeout)
         except BaseException as e:
@@ -777,7 +786,43 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
         )
         create_kwargs, host_config_kwargs = build_container_spec(spec)
         host_config = await self.docker("create_host_config", **host_config_kwargs)
+        # The image step may have taken minutes: the path must still lead, without a link the
+        # user could have swapped in, to the folder prepared for this launch.
+        if not await asyncio.to_thread(still_there, spec.project_dir, self._workspace_identity):
+            raise self._workspace_swapped("before the container was created")
         return await self.docker("create_container", host_config=host_config, **create_kwargs)
+
+    def _workspace_swapped(self, when: str):
+        self.log.error(
+            "Workspace of user=%s project=%s changed %s (a folder on its path was replaced, "
+            "e.g. by a link): launch refused",
+            self.user.name,
+            self.project,
+            when,
+        )
+        return user_error(
+            409,
+            "Your project folder was moved or replaced by a link while your server was being "
+            "prepared, so it was not mounted. Keep the folder in place and launch again.",
+        )
+
+    async def _check_mounted_workspace(self) -> None:
+        """The engine mounted the very folder prepared for this launch at /workspace: compared
+        by device and inode through the container's root (/proc/<pid>/root), so a path swapped
+        between the check and the engine's mount is caught. Local engines only."""
+        if not str(getattr(self.client, "base_url", "")).startswith("http+docker://"):
+            return  # a remote engine (TCP, Swarm): its /proc is not ours to read
+        state = (await self.docker("inspect_container", self.object_id))["State"]
+        pid = state.get("Pid")
+        if not pid:
+            return  # it exited: the readiness wait reports that, with its output
+        try:
+            mounted = await asyncio.to_thread(mounted_identity, pid, WORKSPACE_MOUNT)
+        except OSError as e:
+            self.log.error("Cannot check the /workspace mount of %s: %s", self.object_name, e)
+            raise self._workspace_swapped("while the container started") from e
+        if mounted != self._workspace_identity:
+            raise self._workspace_swapped("while the container started")
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         if self.network_name == HOST_NETWORK:
