@@ -644,6 +644,10 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
             await wait_until_listening(ip, port, self._check_alive, timeout=self.http_timeout)
         except BaseException as e:
             await self._cleanup_failed_start()
+            if isinstance(e, DOCKER_ERRORS) and not await asyncio.to_thread(
+                still_there, self._workspace_dir, self._workspace_identity
+            ):  # e.g. the engine could not mount a folder swapped for a link meanwhile
+                raise self._workspace_swapped("while the container started") from e
             if isinstance(e, DOCKER_ERRORS):
                 self.log.error(
                     "Docker engine error while starting user=%s project=%s: %s. "

@@ -217,7 +217,17 @@ class ImageSteps(LoggingConfigurable):
             return self.image
         who = f"user={self.user.name} project={project}"
         try:
-            dockerfile = await self._in_io(read_top_file, project_dir, "Dockerfile", MAX_DOCKERFILE)
+            try:
+                dockerfile = await self._in_io(
+                    read_top_file, project_dir, "Dockerfile", MAX_DOCKERFILE
+                )
+            except ContextError as e:  # the folder was replaced (by a link) since it was opened
+                self.log.warning("Project folder of %s cannot be read: %s", who, e)
+                raise user_error(
+                    409,
+                    "Your project folder was moved or replaced by a link while your server was "
+                    "being prepared. Keep the folder in place and launch again.",
+                ) from e
             if dockerfile is None:
                 return self.image
             self.progress_log.emit(12, "Reading your project's Dockerfile")
