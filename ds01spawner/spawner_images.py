@@ -88,12 +88,14 @@ class ImageSteps(LoggingConfigurable):
     allowed_base_images = List(
         Unicode(),
         ["ds01/*"],
-        help="""Images a project Dockerfile may start from (``FROM``, also ``COPY --from``).
+        help="""Images a project Dockerfile may start from (``FROM``).
 
         fnmatch-style patterns, matched against the image after ``ARG`` values are filled in
         (``ds01/base`` also matches as ``ds01/base:latest``); ``*`` matches any characters,
-        '/' and ':' included. Stages of the same Dockerfile are always allowed. A Dockerfile
-        that reads any other image is refused before anything is built, naming the line.
+        '/' and ':' included. Stages of the same Dockerfile are always allowed; ``COPY --from``
+        and ``RUN --mount=from=`` may name earlier stages only. A Dockerfile that reads any
+        other image is refused before anything is built, naming the line, and a built image
+        whose layers do not start with its final base image's is refused after the build.
         The images must exist on this server: DS01 never pulls.
         Default: ``["ds01/*"]``.
         Example: ``c.DS01Spawner.allowed_base_images = ["ds01/*", "nvidia/cuda:12.4*"]``.
