@@ -823,6 +823,9 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
         try:
             mounted = await asyncio.to_thread(mounted_identity, pid, WORKSPACE_MOUNT)
         except OSError as e:
+            again = (await self.docker("inspect_container", self.object_id))["State"]
+            if not again.get("Running") or again.get("Pid") != pid:
+                return  # it exited at once: the readiness wait reports that, with its output
             self.log.error("Cannot check the /workspace mount of %s: %s", self.object_name, e)
             raise self._workspace_swapped("while the container started") from e
         if mounted != self._workspace_identity:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import threading
 from urllib.parse import quote
 
+import docker
 import pytest
 
 from ds01spawner.gpus.simulated import simulated_gpu_uuid
@@ -207,8 +209,14 @@ def test_a_dockerfile_hiding_a_second_from_is_refused(hub, docker_client):
     )
     hidden = f"FROM ds01/base:latest\nRUN echo hi \\\u00a0\nFROM {victim}\n"
     # control: the engine itself reads the hidden FROM (the image it builds is bob's)
-    image, _ = docker_client.images.build(fileobj=io.BytesIO(hidden.encode()), rm=True)
+    image, logs = docker_client.images.build(fileobj=io.BytesIO(hidden.encode()), rm=True)
     assert image.labels.get("victim") == "bob"
+    for step in {m for e in logs for m in re.findall(r"---> ([0-9a-f]{12})", e.get("stream", ""))}:
+        try:  # the first stage's untagged image, made by this test (never a tagged one)
+            if not docker_client.images.get(step).tags:
+                docker_client.images.remove(step)
+        except docker.errors.APIError:
+            pass
     write_project(hub, "eve", "steal", {"Dockerfile": hidden})
     msg = failure(launch(hub, "eve", "steal")[0])
     assert "invisible character" in msg and "U+00A0" in msg
