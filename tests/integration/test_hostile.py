@@ -179,7 +179,7 @@ def test_a_link_swapped_in_a_loop_during_launches_never_mounts_or_creates_elsewh
     t.start()
     outcomes = []
     try:
-        for _ in range(5):
+        for _ in range(3):
             events, _ = launch(hub, "racer", "proj")
             if events[-1].get("ready"):
                 marker = sh(running(docker_client, hub, "racer"), "cat /workspace/marker")
@@ -192,7 +192,7 @@ def test_a_link_swapped_in_a_loop_during_launches_never_mounts_or_creates_elsewh
         t.join(10)
     if not proj.is_dir() or proj.is_symlink():
         os.rename(root / "real", proj)
-    assert swaps[0] > 10, "the swapper ran during the launches"
+    assert swaps[0] > 5, "the swapper ran during the launches"
     assert "SECRET" not in outcomes, outcomes
     assert sorted(p.name for p in secret.iterdir()) == ["marker"]  # nothing created there
     assert secret.stat().st_uid == os.getuid()  # never given to the student
