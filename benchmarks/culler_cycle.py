@@ -127,7 +127,10 @@ class MemoryEngine:
                 "Id": cid,
                 "Config": {
                     "User": "1000:100",
-                    "Env": [f"JUPYTERHUB_SERVICE_URL=http://127.0.0.1:{stub_port}/user/{user}/"],
+                    "Env": [
+                        f"JUPYTERHUB_SERVICE_URL=http://127.0.0.1:{stub_port}/user/{user}/",
+                        f"JUPYTERHUB_API_TOKEN=stub-token-of-{user}",
+                    ],
                     "Labels": {"ds01.gpus": label, "ds01.project": SERVER},
                 },
                 "Mounts": [{"Type": "bind", "Source": str(folder), "Destination": "/workspace"}],
@@ -192,7 +195,7 @@ async def run_variant(name, engine, args, hub, token, ws, state_dir, gpus_state)
     limits.write_text(LIMITS)
     culler = Culler(
         hub=HubAPI(f"http://127.0.0.1:{hub.port + 81}/hub/api", token, 60, page, args.concurrency),
-        kernels=KernelsAPI(token, 60, args.concurrency),
+        kernels=KernelsAPI(60, args.concurrency),
         engine=engine,
         gpus=GpuMeter(SimulatedInventory([A100] * 8, state_file=str(gpus_state)), 300, 5),
         limits=LimitsSource(str(limits)),

@@ -115,14 +115,40 @@ def labels_for(spec: ServerSpec) -> dict[str, str]:
     return labels
 
 
+#: Where container engines put their API sockets (rootless ones under /run/user/<uid>/).
+ENGINE_SOCKETS = (
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/run/podman/podman.sock",
+    "/run/user",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+)
+
+
+def refused_bind(source: str, sockets: tuple[str, ...] = ENGINE_SOCKETS) -> str | None:
+    """Why ``source`` must not be bind-mounted, or None. Looks at the **resolved** path: an
+    engine socket itself, any folder that holds one (``/var/run``, ``/run``, ``/``), or the
+    engine's own state, wherever links point."""
+    real = os.path.realpath(source)
+    if os.path.basename(real) in _DOCKER_SOCKETS or os.path.basename(source) in _DOCKER_SOCKETS:
+        return "a container engine socket gives root on the host"
+    for sock in sockets:
+        for path in {sock, os.path.realpath(sock)}:
+            if path == real or path.startswith(real.rstrip("/") + "/"):
+                return f"it holds {path}, and a container engine socket gives root on the host"
+    return None
+
+
 def check_binds(binds: Mapping[str, Mapping[str, str]]) -> None:
-    """Refuse a bind mount of the Docker (or containerd) socket: it would give root on the host."""
+    """Refuse a bind mount of the Docker (or containerd) socket, or of any folder above one
+    (it would give root on the host), by the mount source's resolved real path."""
     for source in binds:
-        real = os.path.realpath(source)
-        if os.path.basename(real) in _DOCKER_SOCKETS or os.path.basename(source) in _DOCKER_SOCKETS:
+        why = refused_bind(source)
+        if why:
             raise SpecError(
-                f"Refusing to mount {source}: a container engine socket gives root on the host. "
-                f"Remove it from DockerSpawner.volumes."
+                f"Refusing to mount {source}: {why}. Remove it from DockerSpawner.volumes."
             )
 
 

@@ -23,7 +23,7 @@ import asyncio
 import json
 import os
 from datetime import datetime, timezone
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import docker
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
@@ -31,7 +31,7 @@ from jupyterhub.utils import url_path_join
 from tornado import httpclient, ioloop, web
 
 from .errors import DOCKER_ERRORS
-from .gpus.table import hub_containers_filter
+from .gpus.table import hub_containers_filter, server_containers
 from .images_api import ImagesAPI
 from .limits import KEYS, LimitsError, explain, format_limit
 from .projects_api import ProjectsAPI, spawner_settings
@@ -66,8 +66,9 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         groups = sorted(groups)
         now = datetime.now(timezone.utc)
         try:
-            containers = await asyncio.to_thread(
-                self.engine.containers, hub_containers_filter(self.prefix)
+            containers = server_containers(
+                await asyncio.to_thread(self.engine.containers, hub_containers_filter(self.prefix)),
+                self.prefix,
             )
         except DOCKER_ERRORS as e:
             raise web.HTTPError(
@@ -97,7 +98,9 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
 
     async def hub_user(self, name: str) -> dict:
         """The hub's model of a user (groups, admin), read with this service's own token."""
-        url = url_path_join(self.hub_auth.api_url, "users", name)
+        # Quoted whole: a user named "admin?x" or "a#b" (JupyterHub allows both) must not
+        # become a query or fragment, and read admin's model (docs/security.md).
+        url = url_path_join(self.hub_auth.api_url, "users", quote(name, safe=""))
         try:
             r = await httpclient.AsyncHTTPClient().fetch(
                 url, headers={"Authorization": f"token {self.hub_auth.api_token}"}
@@ -106,7 +109,10 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
             if e.code == 404:
                 raise web.HTTPError(404, f"There is no user {name!r} on this hub.") from e
             raise
-        return json.loads(r.body)
+        model = json.loads(r.body)
+        if not isinstance(model, dict) or model.get("name") != name:  # never someone else's
+            raise web.HTTPError(502, f"The hub answered for another user than {name!r}.")
+        return model
 
 
 class UsagePage(LimitsAPI):
@@ -126,8 +132,9 @@ class UsagePage(LimitsAPI):
         model["groups"] = sorted(groups)
         now = datetime.now(timezone.utc)
         try:
-            containers = await asyncio.to_thread(
-                self.engine.containers, hub_containers_filter(self.prefix)
+            containers = server_containers(
+                await asyncio.to_thread(self.engine.containers, hub_containers_filter(self.prefix)),
+                self.prefix,
             )
         except DOCKER_ERRORS as e:
             raise web.HTTPError(503, "The container engine is not answering.") from e

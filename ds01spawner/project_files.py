@@ -2,9 +2,10 @@
 
 A project folder belongs to its user, who may replace any folder or file in it with a symbolic
 link at any moment (``.ds01 -> /etc``). So every step here walks the path one component at a
-time with file descriptors opened ``O_NOFOLLOW``: a link anywhere below the project folder is
-refused, never followed, and everything created is given to the user (``fchown``) so that they
-can read, edit and delete it like their own files.
+time with file descriptors opened ``O_NOFOLLOW``, starting from ``/`` (``safepath.open_dir``: only
+links root made in root-only folders are followed above the project): a link anywhere in or below
+the project folder is refused, never followed, and everything created is given to the user
+(``fchown``) so that they can read, edit and delete it like their own files.
 
 Used for ``.ds01/build.log`` (image builds), ``.ds01/notices.log`` (culler warnings) and the
 files of a new project's template.
@@ -15,6 +16,8 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path, PurePosixPath
+
+from .safepath import UnsafePath, open_dir
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
@@ -36,7 +39,10 @@ def _open_dir_chain(
 ) -> int:
     """An fd of ``project_dir/folders...``, made (owned by uid:gid) where missing when
     ``create``; every component opened without following links. The caller closes it."""
-    fd = os.open(project_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd, _ = open_dir(project_dir)  # from /, no link a user could swap (safepath)
+    except UnsafePath as e:
+        raise ProjectFileError(f"the project folder cannot be used safely ({e.strerror})") from e
     try:
         for i, name in enumerate(folders):
             if create:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .names import project_name_problem
 from .project_files import ProjectFileError, make_project_dirs, write_project_file
-from .workspace import WorkspaceError, _check_root_link, is_inside, workspace_root_for
+from .safepath import DIR_FLAGS, UnsafePath, open_dir
+from .workspace import _LINK_REFUSED, WorkspaceError, workspace_root_for
 
 
 @dataclass(frozen=True)
@@ -30,47 +31,45 @@ class ProjectInfo:
 def list_projects(root_template: str, username: str) -> list[ProjectInfo]:
     """The user's projects, by name; [] when the workspace root does not exist yet.
 
-    A folder counts when its name is a valid project name and it is a folder, or a link that
-    resolves to a folder inside the root. WorkspaceError when the root itself may not be used.
+    A folder counts when its name is a valid project name and it is a plain folder (links are
+    never launched: see workspace.py). The root is opened as ``prepare_workspace`` opens it
+    (``safepath.open_dir``); WorkspaceError when the root itself may not be used.
     """
     root = workspace_root_for(root_template, username)
-    _check_root_link(root)
     try:
-        root_real = root.resolve(strict=True)
-        entries = list(os.scandir(root_real))
+        root_fd, _ = open_dir(root)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    except (PermissionError, RuntimeError) as e:
+    except UnsafePath as e:
+        raise WorkspaceError(_LINK_REFUSED, admin_hint=f"{root}: {e}") from e
+    except OSError as e:
         raise WorkspaceError(
             "Your workspace folder cannot be read; ask an admin to look at it.",
             admin_hint=f"listing {root} failed: {e}",
         ) from e
-    found = []
-    for entry in entries:
-        if project_name_problem(entry.name):
-            continue
-        path = Path(entry.path)
-        if entry.is_symlink():
-            try:
-                real = path.resolve(strict=True)
-            except (OSError, RuntimeError):
-                continue
-            if not is_inside(real, root_real) or real == root_real or not real.is_dir():
-                continue
-            path = real
-        elif not entry.is_dir(follow_symlinks=False):
-            continue
+    try:
+        found = [info for entry in os.scandir(root_fd) if (info := _project_info(root_fd, entry))]
+    finally:
+        os.close(root_fd)
+    return sorted(found, key=lambda p: p.name)
+
+
+def _project_info(root_fd: int, entry: os.DirEntry) -> ProjectInfo | None:
+    if project_name_problem(entry.name) or not entry.is_dir(follow_symlinks=False):
+        return None
+    try:
+        fd = os.open(entry.name, DIR_FLAGS, dir_fd=root_fd)
+    except OSError:
+        return None  # swapped for a link or removed meanwhile
+    try:
         try:
-            st = os.lstat(path / "Dockerfile")
+            st = os.stat("Dockerfile", dir_fd=fd, follow_symlinks=False)
             has_dockerfile = stat.S_ISREG(st.st_mode)
         except OSError:
             has_dockerfile = False
-        try:
-            modified = os.stat(path).st_mtime
-        except OSError:
-            modified = 0.0
-        found.append(ProjectInfo(entry.name, has_dockerfile, modified))
-    return sorted(found, key=lambda p: p.name)
+        return ProjectInfo(entry.name, has_dockerfile, os.fstat(fd).st_mtime)
+    finally:
+        os.close(fd)
 
 
 # ---- templates of new projects ---------------------------------------------------------------

@@ -19,11 +19,18 @@ from dockerspawner import DockerSpawner
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode, default, validate
 
 from .audit import audit_log, take_retire
-from .container_spec import HOST_NETWORK, ServerSpec, SpecError, build_container_spec
+from .container_spec import (
+    HOST_NETWORK,
+    WORKSPACE_MOUNT,
+    ServerSpec,
+    SpecError,
+    build_container_spec,
+)
 from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
 from .gpus.allocator import equivalents
 from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
+from .logsafe import untrusted
 from .metrics import observe
 from .names import container_name, oauth_client_id, path_safe_username
 from .ports import PortPool
@@ -31,6 +38,7 @@ from .progress import ProgressLog
 from .projects import BUILTIN_TEMPLATES, TemplateError, apply_template, check_templates
 from .quota import LimitRefused, shape_request
 from .readiness import ServerExited, wait_until_listening
+from .safepath import mounted_identity, still_there
 from .spawner_form import FormSteps
 from .spawner_gpus import GpuSteps
 from .spawner_images import ImageSteps
@@ -560,6 +568,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
             )
             raise user_error(400, str(e)) from e
         self._workspace_dir = str(ws.project_dir)
+        self._workspace_identity = ws.identity
         self._identity_used = ident
         if options.template and not ws.created:
             raise user_error(
@@ -630,10 +639,15 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
             self.ip = "127.0.0.1"
         try:
             ip, port = await super().start()
+            await self._check_mounted_workspace()
             self.progress_log.emit(70, "Container started; waiting for JupyterLab to listen")
             await wait_until_listening(ip, port, self._check_alive, timeout=self.http_timeout)
         except BaseException as e:
             await self._cleanup_failed_start()
+            if isinstance(e, DOCKER_ERRORS) and not await asyncio.to_thread(
+                still_there, self._workspace_dir, self._workspace_identity
+            ):  # e.g. the engine could not mount a folder swapped for a link meanwhile
+                raise self._workspace_swapped("while the container started") from e
             if isinstance(e, DOCKER_ERRORS):
                 self.log.error(
                     "Docker engine error while starting user=%s project=%s: %s. "
@@ -649,7 +663,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
                     self.user.name,
                     project,
                     e.exit_code,
-                    e.output_tail,
+                    untrusted(e.output_tail),
                 )
                 raise user_error(
                     500,
@@ -776,7 +790,46 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
         )
         create_kwargs, host_config_kwargs = build_container_spec(spec)
         host_config = await self.docker("create_host_config", **host_config_kwargs)
+        # The image step may have taken minutes: the path must still lead, without a link the
+        # user could have swapped in, to the folder prepared for this launch.
+        if not await asyncio.to_thread(still_there, spec.project_dir, self._workspace_identity):
+            raise self._workspace_swapped("before the container was created")
         return await self.docker("create_container", host_config=host_config, **create_kwargs)
+
+    def _workspace_swapped(self, when: str):
+        self.log.error(
+            "Workspace of user=%s project=%s changed %s (a folder on its path was replaced, "
+            "e.g. by a link): launch refused",
+            self.user.name,
+            self.project,
+            when,
+        )
+        return user_error(
+            409,
+            "Your project folder was moved or replaced by a link while your server was being "
+            "prepared, so it was not mounted. Keep the folder in place and launch again.",
+        )
+
+    async def _check_mounted_workspace(self) -> None:
+        """The engine mounted the very folder prepared for this launch at /workspace: compared
+        by device and inode through the container's root (/proc/<pid>/root), so a path swapped
+        between the check and the engine's mount is caught. Local engines only."""
+        if not str(getattr(self.client, "base_url", "")).startswith("http+docker://"):
+            return  # a remote engine (TCP, Swarm): its /proc is not ours to read
+        state = (await self.docker("inspect_container", self.object_id))["State"]
+        pid = state.get("Pid")
+        if not pid:
+            return  # it exited: the readiness wait reports that, with its output
+        try:
+            mounted = await asyncio.to_thread(mounted_identity, pid, WORKSPACE_MOUNT)
+        except OSError as e:
+            again = (await self.docker("inspect_container", self.object_id))["State"]
+            if not again.get("Running") or again.get("Pid") != pid:
+                return  # it exited at once: the readiness wait reports that, with its output
+            self.log.error("Cannot check the /workspace mount of %s: %s", self.object_name, e)
+            raise self._workspace_swapped("while the container started") from e
+        if mounted != self._workspace_identity:
+            raise self._workspace_swapped("while the container started")
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         if self.network_name == HOST_NETWORK:
@@ -840,7 +893,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
             self.user.name,
             self.project,
             state.get("ExitCode"),
-            await self._output_tail(),
+            untrusted(await self._output_tail()),
         )
 
     async def stop(self, now: bool = False) -> None:

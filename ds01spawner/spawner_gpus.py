@@ -19,7 +19,7 @@ from .gpus.allocator import noun as device_noun
 from .gpus.broker import GpuBroker, broker_for
 from .gpus.model import Device
 from .gpus.queue import AlreadyWaiting, GpuQueue, QueueCancelled, Waiter, ordinal, plan
-from .gpus.table import holders, hub_containers_filter
+from .gpus.table import holders, hub_containers_filter, server_containers
 from .names import hub_id
 from .quota import LimitRefused, check_gpu_equivalents, check_servers, usage_of
 
@@ -82,7 +82,10 @@ class GpuSteps:
 
     async def _ds01_containers(self) -> list[dict]:
         """This hub's DS01 containers, in any state (docker ps -a, filtered by label and name)."""
-        return await self.docker("containers", all=True, filters=hub_containers_filter(self.prefix))
+        found = await self.docker(
+            "containers", all=True, filters=hub_containers_filter(self.prefix)
+        )
+        return server_containers(found, self.prefix)  # never one a user's image labelled
 
     def hub_id(self) -> str:
         """This hub's id (names.hub_id of its database URL), for the ``ds01.hub`` label."""

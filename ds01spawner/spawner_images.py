@@ -58,7 +58,9 @@ from .images.context import (
     write_tar,
 )
 from .images.dockerfile import DockerfileError, check_allowed, parse_dockerfile, shown
+from .images.dockerfile_rules import extends_layers
 from .images.tags import TagError, image_ref, split_ref
+from .logsafe import escape_line, untrusted
 from .project_files import ProjectFileError, write_project_file
 
 DIGEST_LABEL = "ds01.image.digest"
@@ -86,12 +88,14 @@ class ImageSteps(LoggingConfigurable):
     allowed_base_images = List(
         Unicode(),
         ["ds01/*"],
-        help="""Images a project Dockerfile may start from (``FROM``, also ``COPY --from``).
+        help="""Images a project Dockerfile may start from (``FROM``).
 
         fnmatch-style patterns, matched against the image after ``ARG`` values are filled in
         (``ds01/base`` also matches as ``ds01/base:latest``); ``*`` matches any characters,
-        '/' and ':' included. Stages of the same Dockerfile are always allowed. A Dockerfile
-        that reads any other image is refused before anything is built, naming the line.
+        '/' and ':' included. Stages of the same Dockerfile are always allowed; ``COPY --from``
+        and ``RUN --mount=from=`` may name earlier stages only. A Dockerfile that reads any
+        other image is refused before anything is built, naming the line, and a built image
+        whose layers do not start with its final base image's is refused after the build.
         The images must exist on this server: DS01 never pulls.
         Default: ``["ds01/*"]``.
         Example: ``c.DS01Spawner.allowed_base_images = ["ds01/*", "nvidia/cuda:12.4*"]``.
@@ -215,7 +219,17 @@ class ImageSteps(LoggingConfigurable):
             return self.image
         who = f"user={self.user.name} project={project}"
         try:
-            dockerfile = await self._in_io(read_top_file, project_dir, "Dockerfile", MAX_DOCKERFILE)
+            try:
+                dockerfile = await self._in_io(
+                    read_top_file, project_dir, "Dockerfile", MAX_DOCKERFILE
+                )
+            except ContextError as e:  # the folder was replaced (by a link) since it was opened
+                self.log.warning("Project folder of %s cannot be read: %s", who, e)
+                raise user_error(
+                    409,
+                    "Your project folder was moved or replaced by a link while your server was "
+                    "being prepared. Keep the folder in place and launch again.",
+                ) from e
             if dockerfile is None:
                 return self.image
             self.progress_log.emit(12, "Reading your project's Dockerfile")
@@ -225,6 +239,7 @@ class ImageSteps(LoggingConfigurable):
             image_id = await self._existing_image(ref, digest, who)
             if image_id is None:
                 image_id = await self._build(plan, project_dir, ident, who)
+            await self._check_base_layers(image_id, plan["base_id"], who)
             await self._check_runs_server(image_id, ident, who)
             phases = getattr(self, "_phases", None)
             if phases is not None:  # the spawn's build phase: the whole image step
@@ -260,12 +275,13 @@ class ImageSteps(LoggingConfigurable):
             parsed = parse_dockerfile(text, buildargs)
             check_allowed(parsed, self.allowed_base_images)
         except DockerfileError as e:
-            self.log.warning("Dockerfile refused %s: %s", who, e)
+            self.log.warning("Dockerfile refused %s: %s", who, escape_line(str(e)))
             raise user_error(400, str(e)) from e
         used_args = {k: v for k, v in buildargs.items() if k in parsed.arg_names}
         extra = {f"arg {k}": v for k, v in used_args.items()}
         for name in parsed.external_images():
             extra[f"base {name}"] = await self._base_image_id(name, parsed, who)
+        base_id = extra.get(f"base {parsed.final_base()}")  # None for FROM scratch
         try:
             ignore = await self._in_io(read_top_file, project_dir, ".dockerignore", 1 << 20)
             rules = IgnoreRules.for_project(
@@ -301,6 +317,7 @@ class ImageSteps(LoggingConfigurable):
             "extra": extra,
             "buildargs": used_args,
             "project": project,
+            "base_id": base_id,
         }
 
     async def _base_image_id(self, name: str, parsed, who: str) -> str:
@@ -323,6 +340,25 @@ class ImageSteps(LoggingConfigurable):
                     400, f"{where}, which Docker does not accept: {e.explanation or e}."
                 ) from e
             raise
+
+    async def _check_base_layers(self, image_id: str, base_id: str | None, who: str) -> None:
+        """Refuse an image whose layers do not start with the allowed base image's: whatever
+        the Dockerfile said, the engine then built it from something else."""
+        if base_id is None:
+            return
+        built = (await self.docker("inspect_image", image_id)).get("RootFS") or {}
+        base = (await self.docker("inspect_image", base_id)).get("RootFS") or {}
+        if extends_layers(built.get("Layers") or [], base.get("Layers") or []):
+            return
+        self.log.warning(
+            "Image %s of %s does not extend its base %s: refused", image_id[7:19], who, base_id
+        )
+        raise user_error(
+            422,
+            "Your image was not built on top of the base image your Dockerfile's last FROM "
+            "names, so DS01 will not run it. Start your final stage FROM an allowed image "
+            f"(for example {self.image}) and build on it.",
+        )
 
     async def _existing_image(self, ref: str, digest: str, who: str) -> str | None:
         """The id of the image for this content, tagged ``ref``; None when it must be built.
@@ -536,7 +572,7 @@ class ImageSteps(LoggingConfigurable):
                 image_id[7:19],
                 who,
                 hub_version,
-                result.version or result.output,
+                untrusted(result.version or result.output),
             )
             raise user_error(422, compat.problem_sentence(result, hub_version, self.image))
 

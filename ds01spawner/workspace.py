@@ -1,15 +1,20 @@
 """Workspaces: where a user's projects live on the host, and the rules that keep paths inside.
 
 ``<workspace root>/<project>`` is mounted at ``/workspace``. The hub runs as root and gives new
-folders to the user, so nothing here may be steered by a link the user made:
+folders to the user, and a user can replace any folder they own with a link at any moment (the
+documented ``/home/{username}/workspace`` sits in a folder the user owns). So nothing here uses a
+path string twice:
 
-- The workspace root may be a symbolic link only when root owns the link and the folder that
-  holds it (an admin's ``/home -> /data/home``); a link the user could have made or replaced
-  (e.g. ``~/workspace -> /usr/lib/python3``) is refused.
-- Folders are created and given to the user through file descriptors opened with
-  ``O_NOFOLLOW`` (mkdir, open, fchown, fchmod relative to the parent's descriptor), so a folder
-  swapped for a link between the check and the chown is refused, never followed.
-- A project folder that is a link must resolve inside the user's root.
+- The root's folder is reached with ``safepath.open_dir``: from ``/``, one component at a time,
+  ``O_NOFOLLOW | O_DIRECTORY``, following only links root made in folders only root can write
+  (an admin's ``/home -> /data/home``). The root itself may be such a link; a link the user
+  could have made or replaced (``~/workspace -> /usr/lib/python3``) is refused.
+- The root and the project folder are created, opened and given to the user relative to those
+  descriptors (``mkdir``/``open`` with ``dir_fd``, ``fchown``, ``fchmod``); a project folder that
+  is a link is refused, never followed.
+- The project folder's identity (device, inode) is kept in :class:`Workspace`; the spawner checks
+  that the path still leads to it right before the container is created, and that the engine
+  mounted that very folder once it runs (``safepath.still_there``, ``safepath.mounted_identity``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .names import path_safe_username, validate_project_name
+from .safepath import DIR_FLAGS, UnsafePath, identity, open_dir, trusted_link
 
 
 class WorkspaceError(Exception):
@@ -40,6 +46,7 @@ class Workspace:
     root: Path  # the user's workspace root, resolved
     project_dir: Path  # root / project, resolved; what is mounted at /workspace
     created: bool  # True when this call created the project folder
+    identity: tuple[int, int] = (0, 0)  # (device, inode) of the project folder
 
 
 def workspace_root_for(template: str, username: str) -> Path:
@@ -65,127 +72,134 @@ _LINK_REFUSED = (
 )
 
 
-def _check_root_link(root: Path) -> None:
-    """Refuse a root that is a link anyone but root could have made or replaced."""
+def _open_root(root: Path, uid: int, gid: int, mode: int) -> tuple[int, str]:
+    """(descriptor, real path) of the user's root, created owned by ``uid:gid`` when missing.
+    Its parent is admin territory: created (root's) when missing."""
     try:
-        st = os.lstat(root)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISLNK(st.st_mode):
-        return
-    parent = os.stat(root.parent)
-    admin_made = st.st_uid == 0 and parent.st_uid == 0 and not parent.st_mode & 0o022
-    if not admin_made:
+        parent_fd, parent_real = open_dir(root.parent, make_missing=True)
+    except OSError as e:
         raise WorkspaceError(
-            _LINK_REFUSED,
-            admin_hint=(
-                f"{root} is a symlink to {os.readlink(root)} owned by uid {st.st_uid} in "
-                f"{root.parent} (owner uid {parent.st_uid}, mode {oct(parent.st_mode & 0o777)}); "
-                f"only root-owned links in root-owned, not group/world-writable folders are "
-                f"followed"
-            ),
-        )
+            _LINK_REFUSED if isinstance(e, UnsafePath) else _NOT_CREATED,
+            admin_hint=f"cannot open {root.parent}: {e}",
+        ) from e
+    try:
+        _make_owned_dir(parent_fd, root.name, uid, gid, mode, str(root), allow_trusted_link=True)
+    finally:
+        os.close(parent_fd)
+    try:
+        return open_dir(f"{parent_real}/{root.name}")  # a trusted link is followed here
+    except FileNotFoundError as e:
+        raise WorkspaceError(_LINK_REFUSED, admin_hint=f"{root} does not resolve: {e}") from e
+    except OSError as e:
+        raise WorkspaceError(_LINK_REFUSED, admin_hint=f"{root}: {e}") from e
+
+
+_NOT_CREATED = "Your workspace folder could not be created; an admin has been told."
 
 
 def prepare_workspace(
     template: str, username: str, project: str, uid: int, gid: int, mode: int = 0o750
 ) -> Workspace:
-    """Resolve (and on first launch create) the project folder, confined to the user's root.
+    """Open (and on first launch create) the project folder, confined to the user's root.
 
     - The root is created with ``mode`` and owned by ``uid:gid`` when missing.
     - An existing project folder is used as it is; a new one is created owned by ``uid:gid``.
-    - A project folder that resolves outside the root, or a root that is a link the user could
-      have made, is refused, and nothing is created or changed.
+    - A project folder that is a link or a file, or a root that is a link the user could have
+      made, is refused, and nothing is created or changed.
     """
     validate_project_name(project)
     root = workspace_root_for(template, username)
-    _check_root_link(root)
-    if not os.path.lexists(root):
-        _make_owned_dir(root.parent, root.name, uid, gid, mode, parents=True)
+    root_fd, root_real = _open_root(root, uid, gid, mode)
     try:
-        root_real = root.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError) as e:  # a dangling or looping link
-        raise WorkspaceError(_LINK_REFUSED, admin_hint=f"{root} does not resolve: {e}") from e
-    if not root_real.is_dir():
-        raise WorkspaceError(
-            "Your workspace folder exists but is not a folder; ask an admin to look at it.",
-            admin_hint=f"{root} resolves to {root_real}, which is not a directory",
-        )
-
-    candidate = root_real / project
-    if os.path.lexists(candidate):
-        try:
-            real = candidate.resolve(strict=True)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise WorkspaceError(
-                f"The project folder '{project}' is a link that leads nowhere, so it cannot be "
-                f"mounted. Replace it with a real folder inside your workspace.",
-                admin_hint=f"{candidate} does not resolve: {e}",
-            ) from e
-        if not is_inside(real, root_real) or real == root_real:
-            raise WorkspaceError(
-                f"The project folder '{project}' points outside your workspace "
-                f"(it is a link to another place), so it cannot be mounted. "
-                f"Replace the link with a real folder inside your workspace.",
-                admin_hint=f"{candidate} resolves to {real}, outside {root_real}",
-            )
-        if not real.is_dir():
-            raise WorkspaceError(
-                f"'{project}' in your workspace is a file, not a folder. "
-                f"Rename it or choose another project name.",
-                admin_hint=f"{real} is not a directory",
-            )
-        return Workspace(root=root_real, project_dir=real, created=False)
-
-    created = _make_owned_dir(root_real, project, uid, gid, mode)
-    return Workspace(root=root_real, project_dir=candidate, created=created)
+        created = _make_owned_dir(root_fd, project, uid, gid, mode, f"{root_real}/{project}")
+        fd = os.open(project, DIR_FLAGS, dir_fd=root_fd)
+    except OSError as e:
+        raise WorkspaceError(_NOT_CREATED, admin_hint=f"{root_real}/{project}: {e}") from e
+    finally:
+        os.close(root_fd)
+    try:
+        ident = identity(fd)
+    finally:
+        os.close(fd)
+    return Workspace(
+        root=Path(root_real),
+        project_dir=Path(root_real) / project,
+        created=created,
+        identity=ident,
+    )
 
 
 def _make_owned_dir(
-    parent: Path, name: str, uid: int, gid: int, mode: int, parents: bool = False
+    parent_fd: int,
+    name: str,
+    uid: int,
+    gid: int,
+    mode: int,
+    shown: str,
+    allow_trusted_link: bool = False,
 ) -> bool:
-    """Create ``parent/name`` owned by ``uid:gid`` without following links; False if it was
-    there already (a concurrent launch made it first)."""
-    if parents:
-        parent.mkdir(parents=True, exist_ok=True)  # admin territory: /srv/ds01/workspaces
+    """Create ``name`` in the folder ``parent_fd`` owned by ``uid:gid`` without following links;
+    False if it was there already (a concurrent launch made it first). An existing link is
+    refused, except a link only root could have made when ``allow_trusted_link``."""
+    made = True
     try:
-        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+        os.mkdir(name, mode, dir_fd=parent_fd)
+    except FileExistsError:
+        made = False
     except OSError as e:
-        raise WorkspaceError(
-            "Your workspace folder could not be created; an admin has been told.",
-            admin_hint=f"open {parent} failed: {e}",
-        ) from e
+        raise WorkspaceError(_NOT_CREATED, admin_hint=f"mkdir {shown} failed: {e}") from e
     try:
-        made = True
-        try:
-            os.mkdir(name, mode, dir_fd=parent_fd)
-        except FileExistsError:
-            made = False
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
-        except OSError as e:  # ELOOP/ENOTDIR: swapped for a link or a file meanwhile
-            raise WorkspaceError(
-                _LINK_REFUSED, admin_hint=f"{parent / name} is not a plain directory: {e}"
-            ) from e
-        try:
-            if made:
-                os.fchown(fd, uid, gid)
-                os.fchmod(fd, mode)
-        except PermissionError as e:
-            raise WorkspaceError(
-                "Your workspace folder could not be given to your account; an admin has been told.",
-                admin_hint=(
-                    f"chown {uid}:{gid} {parent / name} failed ({e}). Run the hub as root, or set "
-                    f"user_uid/user_gid to the hub's own uid and gid."
-                ),
-            ) from e
-        finally:
-            os.close(fd)
-    except OSError as e:
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as e:  # ELOOP/ENOTDIR: a link or a file (swapped in meanwhile, perhaps)
+        _refuse_entry(parent_fd, name, shown, allow_trusted_link, e)
+        return False
+    try:
+        if made:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+    except PermissionError as e:
         raise WorkspaceError(
-            "Your workspace folder could not be created; an admin has been told.",
-            admin_hint=f"mkdir {parent / name} failed: {e}",
+            "Your workspace folder could not be given to your account; an admin has been told.",
+            admin_hint=(
+                f"chown {uid}:{gid} {shown} failed ({e}). Run the hub as root, or set "
+                f"user_uid/user_gid to the hub's own uid and gid."
+            ),
         ) from e
     finally:
-        os.close(parent_fd)
+        os.close(fd)
     return made
+
+
+def _refuse_entry(parent_fd: int, name: str, shown: str, allow_link: bool, e: OSError) -> None:
+    """Raise the WorkspaceError for ``name`` that is no plain folder, unless it is a link only
+    root could have made and ``allow_link`` (then return: the caller follows it)."""
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except OSError as e2:
+        raise WorkspaceError(_NOT_CREATED, admin_hint=f"{shown}: {e2}") from e
+    if stat.S_ISLNK(st.st_mode):
+        if allow_link and trusted_link(st, os.fstat(parent_fd)):
+            return
+        folder = os.fstat(parent_fd)
+        target = os.readlink(name, dir_fd=parent_fd)
+        project = not allow_link
+        raise WorkspaceError(
+            (
+                f"The project folder '{name}' is a link to another place, which DS01 does not "
+                f"follow. Replace the link with a real folder inside your workspace."
+            )
+            if project
+            else _LINK_REFUSED,
+            admin_hint=(
+                f"{shown} is a symlink to {target} owned by uid {st.st_uid} in a folder owned "
+                f"by uid {folder.st_uid} (mode {oct(folder.st_mode & 0o777)}); only root-owned "
+                f"links in root-owned, not group/world-writable folders are followed"
+            ),
+        ) from e
+    raise WorkspaceError(
+        f"'{name}' in your workspace is a file, not a folder. "
+        f"Rename it or choose another project name."
+        if not allow_link
+        else "Your workspace folder exists but is not a folder; ask an admin to look at it.",
+        admin_hint=f"{shown} is not a directory",
+    ) from e

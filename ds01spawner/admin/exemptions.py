@@ -4,10 +4,13 @@ that does not parse is refused and the file is left as it was."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -139,8 +142,25 @@ def grant(
     granted_by: str,
     today: date,
 ) -> None:
-    """Add the exemption to the limits file at ``path`` (ExemptionError, or OSError)."""
-    text = Path(path).read_text("utf-8")
-    write_atomically(
-        path, add_exemption(text, user, lifts, reason, expires, granted_by, today, path)
-    )
+    """Add the exemption to the limits file at ``path`` (ExemptionError, or OSError).
+
+    The read-modify-write holds an exclusive lock on ``<path>.lock`` (next to the file, made once
+    by the hub's user): two admins granting at the same moment both get their exemption, one after
+    the other, instead of the second write replacing the first."""
+    with _locked(path):
+        text = Path(path).read_text("utf-8")
+        write_atomically(
+            path, add_exemption(text, user, lifts, reason, expires, granted_by, today, path)
+        )
+
+
+@contextmanager
+def _locked(path: str) -> Iterator[None]:
+    """An exclusive flock on ``<path>.lock`` (the limits file itself is replaced on each write, so
+    a lock on it would be a lock on a file that no longer is the limits file)."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

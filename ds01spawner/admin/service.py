@@ -34,7 +34,7 @@ from .. import audit
 from ..culler.state import read_for_page
 from ..errors import DOCKER_ERRORS
 from ..gpus import InventoryError, make_inventory
-from ..gpus.table import hub_containers_filter
+from ..gpus.table import hub_containers_filter, server_containers
 from ..limits import KEYS, LimitsError, explain, load_limits_file
 from ..limits_service import Engine
 from ..spawner_limits import limits_store
@@ -144,9 +144,10 @@ class AdminHandler(HubOAuthenticated, web.RequestHandler):
 
     async def containers(self) -> list[dict]:
         try:
-            return await asyncio.to_thread(
+            found = await asyncio.to_thread(
                 self.ctx.engine.containers, hub_containers_filter(self.ctx.prefix)
             )
+            return server_containers(found, self.ctx.prefix)
         except DOCKER_ERRORS as e:
             raise web.HTTPError(503, "The container engine is not answering.") from e
 

@@ -26,7 +26,7 @@ from .client import HubClient, HubError
 async def attach(client: HubClient, server: str, commands: str | None, timeout: float) -> int:
     """Run the session; returns the exit status for the CLI (0 when the shell ended)."""
     user = quote(client.me()["name"], safe="")
-    base = f"/user/{user}/{quote(server)}/" if server else f"/user/{user}/"
+    base = f"/user/{user}/{quote(server, safe='')}/" if server else f"/user/{user}/"
     term = client.request("POST", base + "api/terminals").json()["name"]
     ws_url = client.url.replace("http", "ws", 1) + f"{base}terminals/websocket/{term}"
     request = HTTPRequest(

@@ -6,10 +6,11 @@ message for refusals (limits, no GPU, bad name), or what to do (wrong token, hub
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -24,8 +25,33 @@ class HubError(Exception):
         self.status = status
 
 
+def plain_http_problem(url: str) -> str | None:
+    """Why sending a token to ``url`` would expose it, or None: plain ``http://`` to a host that
+    is not this machine's loopback sends the token readable to anyone on the path."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return None
+    host = parts.hostname or ""
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"{url} is plain http:// to another machine: your token would cross the network "
+        f"unencrypted, readable by anyone on the way. Use the hub's https:// address, or pass "
+        f"--insecure if you really mean it."
+    )
+
+
 class HubClient:
-    def __init__(self, url: str, token: str, timeout: float = 30) -> None:
+    def __init__(self, url: str, token: str, timeout: float = 30, insecure: bool = False) -> None:
+        problem = plain_http_problem(url)
+        if problem and not insecure:
+            raise HubError(problem)
+        self.insecure_warning = problem  # shown by the CLI when --insecure lets it through
         self.url = url
         self.timeout = timeout
         self.session = requests.Session()
@@ -61,7 +87,8 @@ class HubClient:
         return self._me
 
     def _servers_path(self, server: str = "") -> str:
-        return f"/hub/api/users/{quote(self.me()['name'], safe='')}/servers/{quote(server)}"
+        user = quote(self.me()["name"], safe="")
+        return f"/hub/api/users/{user}/servers/{quote(server, safe='')}"
 
     # ---- servers --------------------------------------------------------------------------
 

@@ -55,10 +55,18 @@ def cmd_login(args, out: Out) -> int:
         token = sys.stdin.readline().strip()
     if not token:
         raise Failed("No token given.")
-    me = HubClient(url, token, args.timeout).me()
+    client = HubClient(url, token, args.timeout, insecure=args.insecure)
+    _warn_insecure(client)
+    me = client.me()
     path = config.save(url, token)
     out.line(f"Logged in to {url} as {me['name']} (token saved in {path}, readable by you only).")
     return 0
+
+
+def _warn_insecure(client: HubClient) -> None:
+    if client.insecure_warning:
+        err = Out(stream=sys.stderr)
+        err.line(err.paint(f"ds01: WARNING (--insecure): {client.insecure_warning}", "red"))
 
 
 def cmd_logout(args, out: Out) -> int:
@@ -322,6 +330,11 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--json", action="store_true", help="machine-readable output")
     top.add_argument("--timeout", type=float, default=600, help="seconds to wait (600)")
+    top.add_argument(
+        "--insecure",
+        action="store_true",
+        help="send the token over plain http:// to another machine anyway (refused otherwise)",
+    )
     sub = top.add_subparsers(dest="group", required=True)
 
     login = sub.add_parser("login", help="save the hub URL and an API token")
@@ -394,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "needs_hub", True) is False:
             return args.func(args, out)
         settings = config.load()
-        client = HubClient(settings.url, settings.token, timeout=min(args.timeout, 60))
+        client = HubClient(
+            settings.url, settings.token, timeout=min(args.timeout, 60), insecure=args.insecure
+        )
+        _warn_insecure(client)
         return args.func(args, client, out)
     except (config.ConfigError, HubError, Failed) as e:
         err.line(err.paint(f"ds01: {e}", "red"))

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..audit import AuditLog, NoAuditLog, mark_retire
 from ..errors import DOCKER_ERRORS
-from ..gpus.table import hub_containers_filter
+from ..gpus.table import hub_containers_filter, server_containers
 from ..limits import Limits, LimitsError, explain
 from ..names import container_name
 from . import notices as project_notices
@@ -188,8 +188,9 @@ class Culler:
 
         containers, docker_ok = [], True
         try:
-            containers = await self._thread(
-                self.engine.containers, hub_containers_filter(self.prefix)
+            containers = server_containers(
+                await self._thread(self.engine.containers, hub_containers_filter(self.prefix)),
+                self.prefix,
             )
             self._recovered("docker", "Docker answers again")
         except DOCKER_ERRORS as e:
@@ -344,7 +345,7 @@ class Culler:
                 busy.add("cpu")
             if container.server_url:
                 try:
-                    k = await self.kernels.kernels(container.server_url)
+                    k = await self.kernels.kernels(container.server_url, container.server_token)
                     kernel_activity = k.last_activity
                     if k.busy:
                         busy.add("kernels")

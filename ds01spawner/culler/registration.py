@@ -6,11 +6,12 @@ The role holds only what the culler uses, each scope for one call:
 ``list:users``          ``GET /users?state=active``: the users with running servers
 ``read:servers``        the ``servers`` of those user models: started, ``last_activity``, pending
 ``read:users:groups``   the users' groups, for their limits (as the spawner resolves them)
-``access:servers``      each single-user server's ``/api/kernels`` (busy kernels)
 ``delete:servers``      ``DELETE /users/{name}/servers/{server}``: the retirement
 =====================  =====================================================================
 
-No admin, no ``read:users`` (names, groups and servers are all it reads), no tokens.
+No admin, no ``read:users`` (names, groups and servers are all it reads), no tokens, and no
+``access:servers``: the culler asks a server for its kernels with that server's own token (the one
+the hub gave it), never with its own, which the server's user could record (docs/security.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..audit import environment as audit_environment
 from .state import state_path
 
 SERVICE_NAME = "ds01-culler"
-SCOPES = ["list:users", "read:servers", "read:users:groups", "access:servers", "delete:servers"]
+SCOPES = ["list:users", "read:servers", "read:users:groups", "delete:servers"]
 
 #: DS01Culler settings that stay with the hub (not passed to the process).
 _HUB_ONLY = {"enabled"}

@@ -222,7 +222,7 @@ class DS01Culler(Application):
             self.log.info("No limits file: the culler watches, but nothing has a time limit")
         return Culler(
             hub=HubAPI(api_url, token, self.request_timeout, max_clients=self.concurrency),
-            kernels=KernelsAPI(token, self.request_timeout, max_clients=self.concurrency),
+            kernels=KernelsAPI(self.request_timeout, max_clients=self.concurrency),
             engine=Engine(env.get("DS01_DOCKER_HOST") or None, timeout=self.request_timeout),
             gpus=GpuMeter(inventory, self.gpu_window, self.gpu_busy_percent),
             cgroups=CgroupCpu(),

@@ -8,6 +8,10 @@ parsers of what they return (unit-tested on their own).
   the server listens on, from its container), never through the proxy: the proxy counts every
   request it forwards as activity of the server, so asking through it would keep every server
   alive. ``no_track_activity=1`` keeps the server's own activity clock untouched as well.
+  A user's server is untrusted (its user controls the code that answers): it is called only with
+  **that server's own token** (``JUPYTERHUB_API_TOKEN`` of its container, scoped by the hub to
+  ``access:servers`` of that one server; its user has it already), never with the culler's
+  token, which reaches every user's server (docs/security.md).
 - :class:`Engine`: Docker (``docker ps``, ``inspect``, one-shot ``stats`` for CPU).
 - :class:`CpuMeter` and :class:`GpuMeter`: remember samples between cycles and say whether a
   server's CPU or GPUs are in use.
@@ -21,7 +25,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -238,8 +242,9 @@ def kernels_url(server_url: str) -> str:
 
 
 class KernelsAPI:
-    def __init__(self, token: str, timeout: float = 30, max_clients: int = 10) -> None:
-        self.token = token
+    """Kernel lists of single-user servers, each asked with that server's own token only."""
+
+    def __init__(self, timeout: float = 30, max_clients: int = 10) -> None:
         self.timeout = timeout
         self.max_clients = max_clients
         self._client: httpclient.AsyncHTTPClient | None = None
@@ -251,11 +256,16 @@ class KernelsAPI:
             self._client = _http_client(self.max_clients)
         return self._client
 
-    async def kernels(self, server_url: str) -> Kernels:
+    async def kernels(self, server_url: str, server_token: str) -> Kernels:
+        """The kernels of the server at ``server_url``, asked with ``server_token``: the token the
+        hub gave that server (its container's ``JUPYTERHUB_API_TOKEN``), which the server's user
+        already holds. Never pass a token that reaches anything else: the server may record it."""
+        if not server_token:
+            raise SignalError(f"kernels of {server_url}: the server has no token of its own")
         self.calls += 1
         req = httpclient.HTTPRequest(
             kernels_url(server_url),
-            headers={"Authorization": f"token {self.token}"},
+            headers={"Authorization": f"token {server_token}"},
             request_timeout=self.timeout,
             connect_timeout=self.timeout,
             follow_redirects=False,
@@ -288,6 +298,8 @@ class Container:
     gpus: tuple[str, ...]
     project: str
     pid: int | None = None  # the container's init process on the host (its cgroup: CPU time)
+    # The token the hub gave this server (scoped to it alone): the only credential ever sent to it.
+    server_token: str = field(default="", repr=False)
 
 
 def parse_container(inspect: Mapping, mount: str = "/workspace") -> Container:
@@ -317,6 +329,7 @@ def parse_container(inspect: Mapping, mount: str = "/workspace") -> Container:
         gpus=tuple(parse_gpu_label(labels.get(GPU_LABEL))),
         project=str(labels.get("ds01.project") or ""),
         pid=(inspect.get("State") or {}).get("Pid") or None,
+        server_token=env.get("JUPYTERHUB_API_TOKEN", ""),
     )
 
 

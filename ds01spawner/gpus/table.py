@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..names import container_name
+
 GPU_LABEL = "ds01.gpus"
 EQUIVALENTS_LABEL = "ds01.gpu_equivalents"
 # Docker container states in which the devices are (or are about to be) in use.
@@ -34,6 +36,32 @@ class Holder:
 def hub_containers_filter(prefix: str) -> dict:
     """``docker ps -a`` filters for the DS01 containers of the hub with this name prefix."""
     return {"label": "ds01.managed=true", "name": f"^/{re.escape(prefix)}-"}
+
+
+def is_server_container(container: Mapping, prefix: str) -> bool:
+    """Whether a ``docker ps`` entry is a user's server that this hub created.
+
+    Labels alone prove nothing: Docker copies an image's labels into every container made from
+    it, so any container run from a user's image (the image check, a build step) can carry
+    ``LABEL ds01.managed=true ds01.user=<victim> ds01.gpus=<every GPU>``. A server container is
+    one whose **name** is exactly the hub's name for the server its labels claim,
+    ``container_name(ds01.user, ds01.server, prefix)``: only the hub creates containers on the
+    engine, it gives that name to user servers only (the image check is ``<prefix>_imagecheck_*``),
+    and on a server it sets every ``ds01.*`` label it reads itself, which beats the image's.
+    """
+    labels = container.get("Labels") or {}
+    user, server = labels.get("ds01.user"), labels.get("ds01.server")
+    if labels.get("ds01.managed") != "true" or not isinstance(user, str) or not user:
+        return False
+    if not isinstance(server, str):
+        return False
+    names = [str(n).lstrip("/") for n in container.get("Names") or []]
+    return container_name(user, server, prefix) in names
+
+
+def server_containers(containers: Iterable[Mapping], prefix: str) -> list:
+    """The entries of ``docker ps`` that are user servers of this hub (see is_server_container)."""
+    return [c for c in containers if is_server_container(c, prefix)]
 
 
 def gpu_label(uuids: Iterable[str]) -> str:

@@ -31,6 +31,7 @@ from typing import BinaryIO
 import docker
 import requests
 
+from ..logsafe import escape_line
 from .context import ContextChanged
 
 STEP_RE = re.compile(r"Step (\d+)/(\d+) : (.*)")
@@ -235,7 +236,7 @@ class ImageBuilder:
             job.spec.who,
             job.spec.tag,
             job.elapsed(),
-            error,
+            escape_line(str(error)),
         )
         job.future.set_exception(error)
 
@@ -252,7 +253,7 @@ class ImageBuilder:
             job.spec.who,
             job.spec.tag,
             seconds,
-            job.step_line() or "before the first step",
+            escape_line(job.step_line() or "before the first step"),
         )
         job.future.set_exception(
             BuildTimeout(

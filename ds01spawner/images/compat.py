@@ -67,12 +67,23 @@ def problem_sentence(result: CompatResult, hub_version: str, base_image: str) ->
     )
 
 
+def check_labels(image_labels: dict) -> dict:
+    """The check container's labels: Docker copies the image's labels into the container, and a
+    user's image may say ``ds01.managed=true ds01.user=<victim> ds01.gpus=...``; every ``ds01.*``
+    label of the image is overridden (emptied), ``ds01.managed`` is ``false``."""
+    labels = {k: "" for k in image_labels if k.startswith("ds01.")}
+    labels.update({"ds01.managed": "false", "ds01.image-check": "true"})
+    return labels
+
+
 def run_check(api, image: str, user: str, name_prefix: str, timeout: float = 60) -> CompatResult:
     """Run the check container of ``image`` (blocking: call it in a thread)."""
     import docker
     from jupyterhub import __version__ as hub_version
 
-    name = f"{name_prefix}-imagecheck-{secrets.token_hex(4)}"
+    # Outside the servers' naming (``<prefix>-<user>.<server>``), so never counted as a server
+    # (gpus.table.is_server_container), whatever labels its image carries.
+    name = f"{name_prefix}_imagecheck_{secrets.token_hex(4)}"
     host_config = api.create_host_config(
         network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges:true"]
     )
@@ -84,7 +95,7 @@ def run_check(api, image: str, user: str, name_prefix: str, timeout: float = 60)
         environment={"HOME": "/tmp"},
         host_config=host_config,
         network_disabled=True,
-        labels={"ds01.image-check": "true"},
+        labels=check_labels(api.inspect_image(image)["Config"].get("Labels") or {}),
     )
     try:
         try:

@@ -32,6 +32,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..safepath import open_dir
+
 DEFAULT_EXCLUDES = ("data", "models", "outputs", ".git")
 ALWAYS_EXCLUDED = ".ds01"
 ALWAYS_SENT = ("Dockerfile", ".dockerignore")
@@ -239,9 +241,10 @@ class Snapshot:
 
 
 def open_project(project_dir: str | os.PathLike) -> int:
-    """A descriptor of the project folder (itself never a link)."""
+    """A descriptor of the project folder, walked from ``/`` without following any link a user
+    could have made or swapped (``safepath.open_dir``): the hub (root) reads only what is there."""
     try:
-        return os.open(project_dir, _DIR_FLAGS)
+        return open_dir(project_dir)[0]
     except OSError as e:
         raise ContextError(f"The project folder cannot be read ({e.strerror}).") from e
 

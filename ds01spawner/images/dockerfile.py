@@ -5,7 +5,9 @@ The parser follows Docker's own rules where they matter for the policy: parser d
 first ``FROM`` (the only variables a ``FROM`` line can use; ``--build-arg`` values override their
 defaults), ``${X}``, ``$X``, ``${X:-default}``, ``${X:+alt}`` and quotes, ``FROM --platform=...
 image AS name``, later ``FROM name`` of an earlier stage, and ``COPY --from=`` (which reads an
-image too). Everything else in the file is left to Docker.
+image too). Everything else in the file is left to Docker. What the engine could read
+differently (odd whitespace, directives other than a plain ``# escape=``, heredocs) is refused
+by ``dockerfile_rules``; ``COPY --from`` and ``RUN --mount=from=`` may only name an earlier stage.
 
 Every error is a :class:`DockerfileError` whose text is a sentence for the user naming the line.
 """
@@ -17,9 +19,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from .dockerfile_rules import (
+    DockerfileError,
+    check_characters,
+    check_instruction,
+    read_directives,
+)
+
+__all__ = ["DockerfileError", "ParsedDockerfile", "check_allowed", "parse_dockerfile"]
+
 #: Docker's stage-name rule (names are compared in lower case)
 _STAGE_NAME_RE = re.compile(r"[a-z][a-z0-9_.-]*")
-_DIRECTIVE_RE = re.compile(r"#\s*([A-Za-z][A-Za-z0-9]*)\s*=\s*(.*?)\s*$")
 _VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INSTRUCTION_RE = re.compile(r"(\S+)\s*(.*)", re.S)
 _MAX_NESTING = 16
@@ -27,10 +37,6 @@ _SHOWN = 120  # characters of an instruction quoted in a message
 
 #: What a user is told to do when a base image is refused.
 FIX_SENTENCE = "Start your Dockerfile FROM one of the allowed images, for example ds01/base:latest."
-
-
-class DockerfileError(ValueError):
-    """A Dockerfile DS01 will not build; str() is a sentence for the user."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,17 @@ class ParsedDockerfile:
     images: tuple[ImageRef, ...]  # external images, in file order (may repeat)
     arg_names: frozenset[str]  # every ARG the file declares, anywhere
 
+    def final_base(self) -> str:
+        """The external image the built image starts from: the last stage's, following
+        ``FROM <earlier stage>`` back to the image that stage started from."""
+        stage = self.stages[-1]
+        for _ in range(len(self.stages)):
+            if not stage.stage_ref:
+                break
+            earlier = self.stages[: self.stages.index(stage)]
+            stage = next(s for s in reversed(earlier) if s.name == stage.image.lower())
+        return stage.image
+
     def external_images(self) -> list[str]:
         """The distinct external images, in order of first use (``scratch`` is not an image)."""
         seen: list[str] = []
@@ -83,24 +100,11 @@ def logical_lines(text: str) -> tuple[list[tuple[int, str]], str]:
     Parser directives are read from the top; comment lines are dropped (also inside a
     continuation), an escape character at the end of a line joins the next one.
     """
-    lines = text.lstrip("\ufeff").split("\n")
-    escape = "\\"
-    seen: set[str] = set()
-    start = 0
-    for start, raw in enumerate(lines):  # noqa: B007 - start is used after the loop
-        m = _DIRECTIVE_RE.fullmatch(raw.rstrip("\r"))
-        if not m or m[1].lower() in seen:
-            break
-        seen.add(m[1].lower())
-        if m[1].lower() == "escape":
-            if m[2] not in ("\\", "`"):
-                raise DockerfileError(
-                    f"Line {start + 1} of your Dockerfile sets the escape character to "
-                    f"{m[2]!r}; it can only be \\ or `."
-                )
-            escape = m[2]
-    else:
-        start = len(lines)
+    if text.startswith("\ufeff"):  # Docker drops one byte-order mark, at the very start
+        text = text[1:]
+    check_characters(text)
+    lines = text.split("\n")
+    escape, start = read_directives(lines)
     out: list[tuple[int, str]] = []
     current: str | None = None
     first = 0
@@ -113,8 +117,14 @@ def logical_lines(text: str) -> tuple[list[tuple[int, str]], str]:
             current, first = "", n + 1
         elif not stripped or stripped.startswith("#"):
             continue  # empty and comment lines inside a continuation are skipped
-        body = raw.rstrip()
-        if body.endswith(escape):  # Docker: an escape at the end always continues the line
+        body = raw.rstrip(" \t")  # Docker: escape + only spaces and tabs continues the line
+        if body.endswith(escape * 2):
+            raise DockerfileError(
+                f"Line {n + 1} of your Dockerfile ends with an escaped {escape}: Docker 20.10 "
+                f"and later end the instruction there, older versions continue it on the next "
+                f"line, so it is refused. Add a space or a character after it, or quote it."
+            )
+        if body.endswith(escape):
             current += body[:-1]
             continue
         out.append((first, (current + body).strip()))
@@ -262,6 +272,7 @@ def parse_dockerfile(text: str, build_args: Mapping[str, str] | None = None) -> 
         m = _INSTRUCTION_RE.fullmatch(line)
         assert m is not None
         keyword, rest = m[1].upper(), m[2]
+        check_instruction(lineno, m[1], rest.split(), shown(line))
         where = f"Line {lineno} of your Dockerfile (`{shown(line)}`) "
         if keyword == "ARG":
             for name, default in _arg_pairs(rest, escape, where):
@@ -279,15 +290,19 @@ def parse_dockerfile(text: str, build_args: Mapping[str, str] | None = None) -> 
             stages.append(stage)
             if not stage.stage_ref:
                 images.append(ImageRef(lineno, line, stage.image))
-        elif keyword == "COPY":
-            ref = _copy_from(rest, escape, where)
-            if ref is not None and not _is_stage(ref, stages):
-                images.append(ImageRef(lineno, line, ref))
         elif not stages:
             raise DockerfileError(
                 f"{where}comes before any FROM; a Dockerfile must start with FROM "
                 f"(only ARG lines may come before it). {FIX_SENTENCE}"
             )
+        elif keyword in ("COPY", "ADD", "RUN"):
+            for ref in _from_refs(keyword, rest, escape, where):
+                if not _is_stage(ref, stages[:-1], by_index=True):
+                    raise DockerfileError(
+                        f"{where}copies from {ref!r}, which is not an earlier stage of this "
+                        f"Dockerfile; DS01 reads images only through FROM lines. Copy from an "
+                        f"earlier stage (`FROM <allowed image> AS name`). {FIX_SENTENCE}"
+                    )
     if not stages:
         raise DockerfileError(f"Your Dockerfile has no FROM line. {FIX_SENTENCE}")
     return ParsedDockerfile(tuple(stages), tuple(images), frozenset(arg_names))
@@ -346,23 +361,36 @@ def _parse_from(
     return Stage(lineno, line, image, name, platform, _is_stage(image, stages))
 
 
-def _copy_from(rest: str, escape: str, where: str) -> str | None:
+def _from_refs(keyword: str, rest: str, escape: str, where: str) -> list[str]:
+    """What ``COPY --from=X`` / ``RUN --mount=...,from=X`` read (stages or images)."""
+    refs = []
     for word in split_words(rest, escape):
         if not word.startswith("--"):
-            return None
-        flag, _, value = word.partition("=")
-        if flag.lower() == "--from":
-            if "$" in value:
-                raise DockerfileError(
-                    f"{where}uses a variable in --from; name the stage or image directly."
-                )
-            return expand(value, {}, escape, where)
-    return None
+            break
+        flag, eq, value = word.partition("=")
+        flag = flag.lower()
+        if flag == "--from" and keyword in ("COPY", "ADD"):
+            refs.append(_flag_value(value if eq else "", where))
+        elif flag == "--mount" and keyword == "RUN":
+            for part in expand(value, {}, escape, where).split(","):
+                key, _, v = part.partition("=")
+                if key.strip().lower() == "from":
+                    refs.append(_flag_value(v, where))
+    return refs
 
 
-def _is_stage(ref: str, stages: list[Stage]) -> bool:
+def _flag_value(value: str, where: str) -> str:
+    if "$" in value:
+        raise DockerfileError(f"{where}uses a variable in --from; name the stage directly.")
+    if not value:
+        raise DockerfileError(f"{where}has a --from without a value.")
+    return expand(value, {}, "\\", where)
+
+
+def _is_stage(ref: str, stages: list[Stage], by_index: bool = False) -> bool:
+    """``ref`` names one of ``stages`` (by name; by number only for --from, as in Docker)."""
     low = ref.lower()
-    if low.isdigit():
+    if by_index and low.isdigit():
         return int(low) < len(stages)
     return any(s.name == low for s in stages)
 

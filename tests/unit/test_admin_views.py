@@ -161,4 +161,26 @@ def test_a_result_that_does_not_parse_is_refused_and_the_file_kept(tmp_path):
     grant(str(path), "bob", ["all"], "r", date(2027, 1, 1), "root", TODAY)
     assert parse_limits(path.read_text()).exemptions[-1].user == "bob"
     assert path.stat().st_mode & 0o777 == 0o640
-    assert [p.name for p in tmp_path.iterdir()] == ["limits.yaml"]  # no temporary file left
+    # no temporary file left (the lock file stays, for the next grant)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["limits.yaml", "limits.yaml.lock"]
+
+
+def test_concurrent_grants_lose_none(tmp_path):
+    import threading
+
+    path = tmp_path / "limits.yaml"
+    path.write_text(EXAMPLE.read_text())
+    users = [f"user{i}" for i in range(12)]
+    start = threading.Barrier(len(users))
+
+    def one(user):
+        start.wait()
+        grant(str(path), user, ["all"], "r", date(2027, 1, 1), "root", TODAY)
+
+    threads = [threading.Thread(target=one, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    granted = {x.user for x in parse_limits(path.read_text()).exemptions}
+    assert set(users) <= granted

@@ -2,7 +2,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ds01spawner.container_spec import START_SCRIPT, ServerSpec, SpecError, build_container_spec
+from ds01spawner.container_spec import (
+    START_SCRIPT,
+    ServerSpec,
+    SpecError,
+    build_container_spec,
+    refused_bind,
+)
 
 WHEN = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -99,6 +105,25 @@ def test_socket_behind_a_symlink_is_refused(tmp_path):
     link.symlink_to("/var/run/docker.sock")
     with pytest.raises(SpecError):
         build_container_spec(spec(extra_binds={str(link): {"bind": "/x", "mode": "ro"}}))
+
+
+@pytest.mark.parametrize(
+    "source", ["/var/run", "/run", "/", "/var/run/", "/var", "/run/containerd", "/var/lib/docker"]
+)
+def test_a_folder_above_an_engine_socket_is_refused(source):
+    with pytest.raises(SpecError, match="root on the host"):
+        build_container_spec(spec(extra_binds={source: {"bind": "/host", "mode": "ro"}}))
+
+
+def test_a_link_to_a_folder_above_the_socket_is_refused(tmp_path):
+    link = tmp_path / "logs"
+    link.symlink_to("/var/run")
+    with pytest.raises(SpecError, match="root on the host"):
+        build_container_spec(spec(extra_binds={str(link): {"bind": "/x", "mode": "ro"}}))
+
+
+def test_a_plain_data_folder_is_not_refused(tmp_path):
+    assert refused_bind(str(tmp_path)) is None and refused_bind("/srv/data") is None
 
 
 def test_extra_bind_cannot_hide_the_workspace():

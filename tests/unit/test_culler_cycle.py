@@ -66,9 +66,11 @@ class Kernels_:
         self.fail: set[str] = set()
         self.calls = 0
         self.inflight = self.most = 0
+        self.tokens: dict[str, str] = {}  # url -> the token it was asked with
 
-    async def kernels(self, url):
+    async def kernels(self, url, token):
         self.calls += 1
+        self.tokens[url] = token
         self.inflight += 1
         self.most = max(self.most, self.inflight)
         try:
@@ -103,7 +105,12 @@ class Engine:
                 "Id": self._id(k),
                 "Names": ["/" + container_name(hs.user, hs.name, self.prefix)],
                 "State": "running",
-                "Labels": {"ds01.gpus": self.gpus.get(k, "")},
+                "Labels": {
+                    "ds01.managed": "true",
+                    "ds01.user": hs.user,
+                    "ds01.server": hs.name,
+                    "ds01.gpus": self.gpus.get(k, ""),
+                },
             }
             for k, hs in self.hub.servers.items()
         ]
@@ -115,7 +122,10 @@ class Engine:
             "Id": cid,
             "Config": {
                 "User": "1000:100",
-                "Env": [f"JUPYTERHUB_SERVICE_URL=http://127.0.0.1:9/user/{key}/"],
+                "Env": [
+                    f"JUPYTERHUB_SERVICE_URL=http://127.0.0.1:9/user/{key}/",
+                    f"JUPYTERHUB_API_TOKEN=server-token-of-{key}",
+                ],
                 "Labels": {
                     "ds01.project": key.split("/")[1] or "default",
                     "ds01.gpus": self.gpus.get(key, ""),
@@ -371,6 +381,16 @@ def test_busy_kernel_cpu_gpu_and_keep_alive_each_keep_a_server(world):
         if signal != "nothing":
             assert state[key].warnings == [] and state[key].activity[signal] == T + 27 * M, signal
     assert world.hub.stops == ["n/proj"]
+
+
+def test_each_server_is_asked_only_with_its_own_token_never_the_cullers(world):
+    world.hub.add("alice", activity=T)
+    world.hub.add("bob", activity=T)
+    world.cycle(0 * M)
+    assert world.kernels.tokens == {
+        "http://127.0.0.1:9/user/alice/proj/": "server-token-of-alice/proj",
+        "http://127.0.0.1:9/user/bob/proj/": "server-token-of-bob/proj",
+    }
 
 
 def test_groups_of_the_hub_decide_the_limits(world):

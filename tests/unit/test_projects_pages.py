@@ -30,7 +30,7 @@ def test_list_projects_shows_valid_folders_only(tmp_path):
     (root / "<img src=x onerror=alert(1)>").mkdir()
     (root / ".cache").mkdir()
     (root / "notes").write_text("a file, not a project")
-    (root / "linked").symlink_to(root / "gan")  # a link inside the root counts
+    (root / "linked").symlink_to(root / "gan")  # links are never launched, even inside
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (root / "escape").symlink_to(outside)  # a link out of the root does not
@@ -38,7 +38,6 @@ def test_list_projects_shows_valid_folders_only(tmp_path):
     got = list_projects(str(tmp_path / "{username}"), "alice")
     assert [(p.name, p.has_dockerfile) for p in got] == [
         ("gan", False),
-        ("linked", False),
         ("thesis", True),
     ]
 

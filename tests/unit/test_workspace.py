@@ -43,7 +43,7 @@ def test_symlink_out_of_the_workspace_is_refused(tmp_path):
     root = tmp_path / "ws" / "alice"
     root.mkdir(parents=True)
     (root / "evil").symlink_to(outside)
-    with pytest.raises(WorkspaceError, match="points outside your workspace") as e:
+    with pytest.raises(WorkspaceError, match="is a link to another place") as e:
         prepare_workspace(template(tmp_path), "alice", "evil", UID, GID)
     assert str(outside) in e.value.admin_hint
     assert list(outside.iterdir()) == []
@@ -66,12 +66,13 @@ def test_dangling_symlink_is_refused_and_not_followed(tmp_path):
     assert not (tmp_path / "not-yet").exists()
 
 
-def test_symlink_inside_the_workspace_is_allowed(tmp_path):
+def test_a_project_link_is_refused_even_inside_the_workspace(tmp_path):
+    """The user can re-point a link of theirs at any moment: none is followed."""
     root = tmp_path / "ws" / "alice"
     (root / "real").mkdir(parents=True)
     (root / "alias").symlink_to(root / "real")
-    ws = prepare_workspace(template(tmp_path), "alice", "alias", UID, GID)
-    assert ws.project_dir == (root / "real").resolve()
+    with pytest.raises(WorkspaceError, match="is a link"):
+        prepare_workspace(template(tmp_path), "alice", "alias", UID, GID)
 
 
 def test_a_file_is_not_a_project(tmp_path):
