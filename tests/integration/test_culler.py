@@ -190,11 +190,11 @@ def test_max_runtime_retires_a_busy_server(hub, docker_client):
     shown = wait_for(lambda: page(hub).get("runner/sim"), 2 * RUNTIME_S, "the runtime deadline")
     assert shown["runtime_deadline"] is not None and shown["idle_deadline"] is None
     wait_retired(hub, "runner", "sim", "max_runtime", 4 * RUNTIME_S)
-    assert notices(hub, "runner", "sim") == [
-        "WARNING max_runtime",
-        "WARNING max_runtime",
-        "RETIRED max_runtime",
-    ]
+    # Warned (at 75% and 90%, or once at 90% when a loaded machine's first cycle came after 90%:
+    # never a burst, see culler/decision.py), then retired.
+    got = notices(hub, "runner", "sim")
+    assert got[-1] == "RETIRED max_runtime", got
+    assert got[:-1] in (["WARNING max_runtime"], ["WARNING max_runtime"] * 2), got
     assert gpu not in held_gpus(docker_client, hub)
     set_utilization(hub, gpu, 0)
 
