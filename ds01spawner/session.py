@@ -150,7 +150,8 @@ def session_view(
     return {
         "user": user,
         "server": server,
-        "project": (mine.project if mine else None) or (record.project if record else None)
+        "project": (mine.project if mine else None)
+        or (record.project if record else None)
         or server
         or "default",
         "running": hub_server is not None,

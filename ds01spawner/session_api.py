@@ -104,11 +104,15 @@ class SessionAPI(web.RequestHandler):
         if self.limits_file:
             try:
                 store = await asyncio.to_thread(limits_store, self.limits_file)
-                resolved = explain(name, sorted(groups), await asyncio.to_thread(store.current), now)
+                resolved = explain(
+                    name, sorted(groups), await asyncio.to_thread(store.current), now
+                )
                 limits = resolved.limits
                 shown = {k: format_limit(k, getattr(limits, k)) for k in KEYS}
             except LimitsError as e:
-                raise web.HTTPError(503, "The limits file cannot be read; an admin can fix it.") from e
+                raise web.HTTPError(
+                    503, "The limits file cannot be read; an admin can fix it."
+                ) from e
         record = await asyncio.to_thread(
             culler_record, os.environ.get("DS01_CULLER_STATE_FILE", ""), f"{name}/{server}"
         )

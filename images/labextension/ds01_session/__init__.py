@@ -1,4 +1,4 @@
-"""DS01 session: the server side of the JupyterLab "DS01 session" panel, inside the user's container.
+"""DS01 session: the server side of the JupyterLab "DS01 session" panel, in the user's container.
 
     GET  <base_url>ds01/session        the session's figures (JSON), read from the hub side
     POST <base_url>ds01/keep-running   "Keep running": the hub records activity for this server
