@@ -78,8 +78,8 @@ install_session_panel() {
         cp -r "$labext/package.json" "$labext/src" "$labext/style" "$src/"
         ln -s "$nm/node_modules" "$src/node_modules"
         log "building the DS01 session JupyterLab extension"
-        node "$src/node_modules/@jupyter/builder/lib/build-labextension.js" \
-            --core-package-file "$site/jupyterlab/staging/package.json" "$src" >"$src/build.log" 2>&1 || {
+        (cd "$src" && node node_modules/@jupyter/builder/lib/build-labextension.js \
+            --core-package-file "$site/jupyterlab/staging/package.json" .) >"$src/build.log" 2>&1 || {
             tail -n 30 "$src/build.log" >&2
             rm -rf "$src"
             log "ERROR: the DS01 session extension does not build"
