@@ -30,6 +30,10 @@ defaults:
   max_gpus_per_server: null
   allow_full_gpu: true
   max_servers: 3
+  cpus: null
+  memory: null
+  shm_size: null
+  pids_limit: null
   idle_timeout: "{idle}"
   max_runtime: "2h"
 """

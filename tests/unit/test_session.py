@@ -157,3 +157,29 @@ def test_culler_record_reads_without_touching_a_corrupt_file(tmp_path):
     State(servers={"alice/thesis": ServerRecord(started=STARTED)}).save(str(path))
     assert culler_record(str(path), "alice/thesis").started == STARTED
     assert culler_record(str(path), "bob/thesis") is None
+
+
+def test_server_tokens_reach_the_service_and_servers_learn_where_it_is():
+    from traitlets.config import Config
+
+    from ds01spawner import DS01Spawner
+    from ds01spawner.startup import configure_services
+
+    c = Config()
+    c.JupyterHub.load_roles = []
+    configure_services(c, port=8002)
+    spawner = DS01Spawner(config=c)
+    assert "access:services!service=ds01-limits" in spawner.server_token_scopes
+    assert "users:activity!user" in spawner.server_token_scopes  # JupyterHub's server role
+    assert spawner.session_service_url == "http://127.0.0.1:8002/services/ds01-limits/"
+    (role,) = [r for r in c.JupyterHub.load_roles if r["name"] == "ds01-limits"]
+    assert "users:activity" in role["scopes"]  # for "Keep running"; no admin scope
+    assert not any(s.startswith("admin") for s in role["scopes"])
+    (service,) = [s for s in c.JupyterHub.services if s["name"] == "ds01-limits"]
+    assert service["environment"]["DS01_GPU_INVENTORY"] == "auto"
+    # an admin's own address wins
+    c2 = Config()
+    c2.JupyterHub.load_roles = []
+    c2.DS01Spawner.session_service_url = "http://10.0.0.1:8002/services/ds01-limits/"
+    configure_services(c2, port=8002)
+    assert c2.DS01Spawner.session_service_url.startswith("http://10.0.0.1")
