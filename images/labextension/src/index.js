@@ -102,7 +102,14 @@ class Session {
       const key = `${w.reason}/${w.fraction}/${w.since}`;
       if (this.shown.has(key)) continue;
       this.shown.add(key);
-      Notification.warning(w.message, { autoClose: false, actions: this.actions(w.reason) });
+      // JupyterLab cuts a toast's message at 140 characters: a short one here, the whole
+      // message in the panel
+      const left = span((Date.parse(w.deadline) - Date.now()) / 1000);
+      const text =
+        w.reason === 'idle'
+          ? `DS01: your server '${data.project}' is idle: it will be retired in ${left} unless it is used.`
+          : `DS01: your server '${data.project}' reaches its runtime limit in ${left}. Save your work.`;
+      Notification.warning(text, { autoClose: false, actions: this.actions(w.reason) });
     }
     this.scheduleFinal(data);
   }
@@ -123,9 +130,8 @@ class Session {
       this.finalShown.add(key);
       const left = span((deadline - Date.now()) / 1000);
       Notification.error(
-        `DS01: your server for project '${data.project}' is retired in about ${left} ` +
-          `(${last.reason === 'idle' ? 'idle too long' : 'runtime limit'}). Save your work; ` +
-          'files in /workspace stay.',
+        `DS01: '${data.project}' is retired in about ${left} ` +
+          `(${last.reason === 'idle' ? 'idle' : 'runtime limit'}). Save your work now.`,
         { autoClose: false, actions: this.actions(last.reason) }
       );
     }, wait);
