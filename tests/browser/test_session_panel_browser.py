@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
+from datetime import timedelta
 
 import pytest
 import requests
@@ -59,11 +59,7 @@ def record(hub, key):
     return State.load(str(hub.state_dir / "culler-state.json")).servers.get(key)
 
 
-CONSOLE = []
-
-
 def open_lab(page, hub, user, server):
-    page.on("console", lambda m: CONSOLE.append(f"{m.type}: {m.text}"[:300]))
     log_in(page, hub, user)
     page.goto(f"{hub.url}/user/{user}/{server}/lab")
     status = page.locator(".ds01-session-status")
@@ -71,9 +67,9 @@ def open_lab(page, hub, user, server):
     return status
 
 
-def keep_active(hub, user, server):
+def keep_active(hub, docker_client, user, server):
     """What "Keep running" does, asked with the server's own token: idle since now."""
-    token = server_token(hub, user, server)
+    token = server_token(docker_client, hub, user, server)
     r = requests.post(
         f"http://127.0.0.1:{hub.port + 2}/services/ds01-limits/api/session/{server}/keep-running",
         headers={"Authorization": f"token {token}"},
@@ -82,8 +78,8 @@ def keep_active(hub, user, server):
     assert r.status_code == 200, r.text
 
 
-def server_token(hub, user, server) -> str:
-    (c,) = ds01_containers(hub.docker, hub.prefix, user=user, project=server)
+def server_token(docker_client, hub, user, server) -> str:
+    (c,) = ds01_containers(docker_client, hub.prefix, user=user, project=server)
     env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
     return env["JUPYTERHUB_API_TOKEN"]
 
@@ -95,11 +91,12 @@ def toast(page, text):
 def test_panel_shows_the_session_and_keep_running_outlives_the_old_deadline(
     page, hub, docker_client, screenshot
 ):
-    hub.docker = docker_client
     hub.start_server("alice", "thesis", {"gpus": 1})
     (c,) = ds01_containers(docker_client, hub.prefix, user="alice")
     uuid = c.labels["ds01.gpus"]
-    write_state(str(hub.state_dir / "gpus.json"), {uuid: {"utilization_pct": 37, "memory_used_mib": 5120}})
+    write_state(
+        str(hub.state_dir / "gpus.json"), {uuid: {"utilization_pct": 37, "memory_used_mib": 5120}}
+    )
     status = open_lab(page, hub, "alice", "thesis")
     wait_for(lambda: "GPU 5.0/40.0 GiB" in status.inner_text(), 30, "GPU memory in the status bar")
     assert status.inner_text().startswith("DS01 thesis")
@@ -115,31 +112,28 @@ def test_panel_shows_the_session_and_keep_running_outlives_the_old_deadline(
 
     # alice's GPU goes quiet; the admin lowers the idle timeout; alice has just been active
     write_state(str(hub.state_dir / "gpus.json"), {uuid: {"utilization_pct": 0}})
-    keep_active(hub, "alice", "thesis")
+    keep_active(hub, docker_client, "alice", "thesis")
     hub.limits_path.write_text(LIMITS.format(idle=f"{IDLE_S}s"))
     warning = toast(page, "unless it is used.")
-    try:
-        warning.first.wait_for(timeout=(IDLE_S + 10) * 1000)
-    except Exception:
-        print("DEBUG record", record(hub, "alice/thesis"))
-        html = page.content()
-        i = html.find("unless it is used")
-        print("DEBUG html", i, html[max(0, i - 1500) : i + 300])
-        print("DEBUG status", page.locator(".ds01-session-status").inner_text())
-        print("DEBUG toasts", page.locator(".Toastify__toast").count(), page.locator(".Toastify").count())
-        print("DEBUG bell", page.locator(".jp-Notification-Status").all_inner_texts())
-        print("DEBUG console", CONSOLE[-30:])
-        raise
+    warning.first.wait_for(timeout=(IDLE_S + 10) * 1000)
     old = record(hub, "alice/thesis")
     assert old.warnings and old.warnings[0].reason == "idle"
     old_deadline = old.warnings[0].deadline
+    keep = warning.first.get_by_role("button", name="Keep running")
+    wait_for(  # the toast has slid in: a picture of it whole
+        lambda: (b := warning.first.bounding_box()) is not None and b["x"] + b["width"] < 1275,
+        10,
+        "the notification in view",
+    )
     screenshot(page, "session-notification")
-    warning.first.get_by_role("button", name="Keep running").click()
+    keep.click()
     toast(page, "counts as active now").first.wait_for(timeout=10_000)
 
     # past the old deadline (and two culler cycles): still there, warnings cleared
     wait_for(
-        lambda: (r := record(hub, "alice/thesis")) and r.checked > old_deadline + _s(2),
+        lambda: (
+            (r := record(hub, "alice/thesis")) and r.checked > old_deadline + timedelta(seconds=2)
+        ),
         IDLE_S,
         "a culler cycle after the old deadline",
     )
@@ -147,17 +141,27 @@ def test_panel_shows_the_session_and_keep_running_outlives_the_old_deadline(
     r = record(hub, "alice/thesis")
     assert r.idle_since > old.idle_since and r.idle_deadline > old_deadline
     assert all(w.since == r.idle_since for w in r.warnings)  # the old stretch's are gone
+
+    # the next warning, and the same action on the hub's home page
+    wait_for(lambda: record(hub, "alice/thesis").warnings, IDLE_S + 5, "the next warning")
+    before = record(hub, "alice/thesis")
+    home = page.context.new_page()
+    home.goto(f"{hub.url}/hub/home")
+    row = home.locator('tr[data-project="thesis"]')
+    assert "unless it is used" in row.locator(".ds01-warning").first.inner_text()
+    row.get_by_role("button", name="Keep the server of thesis running").click()
+    status = home.locator("#ds01-retire-status")
+    wait_for(lambda: "counts as active now" in status.inner_text(), 10, "the home page's answer")
+    wait_for(
+        lambda: record(hub, "alice/thesis").idle_since > before.idle_since,
+        10,
+        "the culler to see the activity",
+    )
+    assert hub.server_model("alice", "thesis") is not None
     hub.stop_server("alice", "thesis")
 
 
-def _s(seconds):
-    from datetime import timedelta
-
-    return timedelta(seconds=seconds)
-
-
 def test_an_ignored_warning_ends_in_the_final_notice_and_retirement(page, hub, docker_client):
-    hub.docker = docker_client
     hub.limits_path.write_text(LIMITS.format(idle=f"{IDLE_S}s"))
     hub.start_server("bob", "ignored", {"gpus": 0})
     open_lab(page, hub, "bob", "ignored")
@@ -170,10 +174,9 @@ def test_an_ignored_warning_ends_in_the_final_notice_and_retirement(page, hub, d
 
 
 def test_a_server_token_reads_only_its_owners_session(hub, docker_client):
-    hub.docker = docker_client
     hub.start_server("carol", "mine", {"gpus": 1})
     hub.start_server("dave", "theirs", {"gpus": 1})
-    token = server_token(hub, "carol", "mine")
+    token = server_token(docker_client, hub, "carol", "mine")
     base = f"http://127.0.0.1:{hub.port + 2}/services/ds01-limits/api"
     auth = {"Authorization": f"token {token}"}
     own = requests.get(f"{base}/session/mine", headers=auth, timeout=30)
