@@ -279,6 +279,13 @@ def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
 
 
 def main() -> None:
+    import logging
+
+    # lifecycle lines (e.g. "keep-running: user=... server=...") in the hub's log; not every request
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname)1.1s %(asctime)s ds01-limits] %(message)s"
+    )
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
     limits_file = os.environ.get("DS01_LIMITS_FILE", "")
     prefix = os.environ.get("DS01_CONTAINER_PREFIX", "ds01")
     app = make_app(limits_file, prefix, Engine(os.environ.get("DS01_DOCKER_HOST") or None))

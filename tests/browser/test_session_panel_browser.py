@@ -128,6 +128,7 @@ def test_panel_shows_the_session_and_keep_running_outlives_the_old_deadline(
     screenshot(page, "session-notification")
     keep.click()
     toast(page, "counts as active now").first.wait_for(timeout=10_000)
+    assert "keep-running: user=alice server=thesis activity recorded" in hub.log_tail(400)
 
     # past the old deadline (and two culler cycles): still there, warnings cleared
     wait_for(
