@@ -23,7 +23,8 @@ from ds01spawner.gpus.simulated import write_state
 from ..integration.hub import ds01_containers, wait_for
 from .test_spawn_form_browser import log_in
 
-IDLE_S = 30  # the lowered idle timeout: warnings at 22.5 s and 27 s
+IDLE_S = 30  # the lowered idle timeout: warnings at 22.5 s and 27 s, time to click
+IGNORED_S = 20  # where nobody clicks (JupyterLab must load before the warnings)
 LIMITS = """
 defaults:
   max_gpu_equivalents: null
@@ -163,12 +164,12 @@ def test_panel_shows_the_session_and_keep_running_outlives_the_old_deadline(
 
 
 def test_an_ignored_warning_ends_in_the_final_notice_and_retirement(page, hub, docker_client):
-    hub.limits_path.write_text(LIMITS.format(idle=f"{IDLE_S}s"))
+    hub.limits_path.write_text(LIMITS.format(idle=f"{IGNORED_S}s"))
     hub.start_server("bob", "ignored", {"gpus": 0})
     open_lab(page, hub, "bob", "ignored")
-    toast(page, "unless it is used.").first.wait_for(timeout=(IDLE_S + 15) * 1000)
-    toast(page, "is retired in about").first.wait_for(timeout=IDLE_S * 1000)
-    wait_for(lambda: hub.server_model("bob", "ignored") is None, IDLE_S, "bob's server retired")
+    toast(page, "unless it is used.").first.wait_for(timeout=(IGNORED_S + 15) * 1000)
+    toast(page, "is retired in about").first.wait_for(timeout=IGNORED_S * 1000)
+    wait_for(lambda: hub.server_model("bob", "ignored") is None, IGNORED_S, "bob's server retired")
     assert ds01_containers(docker_client, hub.prefix, user="bob") == []
     log = hub.log_tail(3000)
     assert "culler event: retired user=bob server=ignored reason=idle" in log
