@@ -219,7 +219,11 @@ class SessionPanel extends Widget {
     if (!idle.unlimited) {
       const active = idle.active_now || [];
       this.row(t, 'Active now', active.length ? active.join(', ') : 'nothing (idle)');
-      this.row(t, 'Signals', 'hub, kernels, GPU, CPU, keep-alive file, "Keep running"');
+      // each signal's last activity as the culler saw it ("Keep running" shows as hub)
+      const seen = Object.entries(idle.signals || {})
+        .filter(([name]) => name !== 'remembered')
+        .map(([name, at]) => `${name.replace('_', '-')} ${String(at).slice(11, 19)}`);
+      this.row(t, 'Last activity (UTC)', seen.length ? seen.join(', ') : 'none seen yet');
     }
     const u = d.usage || {};
     const lim = v => (v === null || v === undefined ? 'unlimited' : v);
