@@ -10,6 +10,9 @@
                                                     project's (images_api.py)
     GET /services/ds01-limits/                      the caller's own usage, read-only (HTML:
                                                     servers, GPUs, time left, limits)
+    GET /services/ds01-limits/api/session/<server>  one of the caller's servers at a glance (the
+                                                    JupyterLab "DS01 session" panel; session_api.py)
+    POST .../api/session/<server>/keep-running      count as activity now ("Keep running")
 
 Authenticated with the caller's hub token (``Authorization: token ...``) or hub login cookie.
 Limits come from the same file and the same resolution as the spawner's, and "what I use now"
@@ -36,6 +39,7 @@ from .images_api import ImagesAPI
 from .limits import KEYS, LimitsError, explain, format_limit
 from .projects_api import ProjectsAPI, spawner_settings
 from .quota import usage_of
+from .session_api import KeepRunningAPI, SessionAPI
 from .spawner_limits import limits_store, unix_groups
 
 SERVICE_NAME = "ds01-limits"
@@ -217,6 +221,14 @@ class ImagesHandler(ImagesAPI, LimitsAPI):
     """GET/DELETE /api/images (images_api.py) with this service's authentication."""
 
 
+class SessionHandler(SessionAPI, LimitsAPI):
+    """GET /api/session/<server> (session_api.py) with this service's authentication."""
+
+
+class KeepRunningHandler(KeepRunningAPI, LimitsAPI):
+    """POST /api/session/<server>/keep-running (session_api.py)."""
+
+
 class Engine:
     """The Docker engine, connected at first use: the service must start (and keep the hub
     up: JupyterHub stops when a managed service dies) while the engine is down."""
@@ -260,6 +272,12 @@ def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
                 {**args, "settings": spawner_settings()},
             ),
             (url_path_join(service_prefix, "api/images"), ImagesHandler, args),
+            (url_path_join(service_prefix, "api/session/([^/]*)"), SessionHandler, args),
+            (
+                url_path_join(service_prefix, "api/session/([^/]*)/keep-running"),
+                KeepRunningHandler,
+                args,
+            ),
             (service_prefix, UsagePage, args),
             (url_path_join(service_prefix, "oauth_callback"), HubOAuthCallbackHandler),
         ],
@@ -268,6 +286,13 @@ def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
 
 
 def main() -> None:
+    import logging
+
+    # lifecycle lines (e.g. "keep-running: user=... server=...") in the hub's log; not every request
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname)1.1s %(asctime)s ds01-limits] %(message)s"
+    )
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
     limits_file = os.environ.get("DS01_LIMITS_FILE", "")
     prefix = os.environ.get("DS01_CONTAINER_PREFIX", "ds01")
     app = make_app(limits_file, prefix, Engine(os.environ.get("DS01_DOCKER_HOST") or None))

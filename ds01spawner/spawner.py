@@ -43,10 +43,11 @@ from .spawner_form import FormSteps
 from .spawner_gpus import GpuSteps
 from .spawner_images import ImageSteps
 from .spawner_limits import LimitSteps
+from .spawner_session import SessionSteps
 from .workspace import WorkspaceError, prepare_workspace
 
 
-class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
+class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, DockerSpawner):
     """Spawn each project of a user as a named server in a fresh, temporary container.
 
     The project folder ``<workspace_root>/<project>`` is mounted at ``/workspace``; everything

@@ -127,15 +127,21 @@ def configure_services(config: Any, port: int, admin_port: int | None = None) ->
     client_kwargs = section.get("client_kwargs", {})
     if client_kwargs.get("base_url"):
         env["DS01_DOCKER_HOST"] = client_kwargs["base_url"]
+    # the session panel's GPU figures (session_api.py): the same inventory as the admin view
+    session_env = {**env, **_inventory_environment(section)}
     _register_service(
         config,
         "ds01-limits",
         "ds01spawner.limits_service",
         port,
-        env,
+        session_env,
         False,
-        ["read:users", "read:servers"],
+        # users:activity: "Keep running" in the session panel records activity (session_api.py)
+        ["read:users", "read:servers", "users:activity"],
     )
+    if not section.get("session_service_url"):
+        # servers on the host network reach the service where the hub starts it
+        config.DS01Spawner.session_service_url = f"http://127.0.0.1:{port}/services/ds01-limits/"
     # every user's token (and login) may use it: their own limits, queue, projects, images
     roles = list(config.JupyterHub.load_roles)
     if not any(r.get("name") == "user" for r in roles):
@@ -164,17 +170,20 @@ def register_admin(config: Any, env: dict, port: int) -> None:
     from .audit import environment as audit_environment
 
     section = config.get("DS01Spawner", {})
-    admin_env = {
-        **env,
-        **audit_environment(section),
+    admin_env = {**env, **audit_environment(section), **_inventory_environment(section)}
+    _register_service(
+        config, "ds01-admin", "ds01spawner.admin", port, admin_env, True, ADMIN_SCOPES
+    )
+
+
+def _inventory_environment(section: Any) -> dict[str, str]:
+    """The environment that tells a service process the hub's GPU inventory settings."""
+    return {
         "DS01_GPU_INVENTORY": str(section.get("gpu_inventory", "auto")),
         "DS01_SIMULATED_GPUS": json.dumps(list(section.get("simulated_gpus", []))),
         "DS01_SIMULATED_GPU_STATE_FILE": section.get("simulated_gpu_state_file", ""),
         "DS01_GPUS_BUSY_OUTSIDE": "1" if section.get("gpus_busy_outside_ds01", True) else "0",
     }
-    _register_service(
-        config, "ds01-admin", "ds01spawner.admin", port, admin_env, True, ADMIN_SCOPES
-    )
 
 
 def _register_service(

@@ -34,6 +34,10 @@ CHANGED_NOTES = {
         "DS01 reads and checks `user_options` (`project`, `gpus`, `gpu_type`) in `start()`; "
         "its default hook only stops JupyterHub from warning that they are unhandled."
     ),
+    "server_token_scopes": (
+        "JupyterHub's `server` role plus `access:services!service=ds01-limits`: the server's "
+        "token reads its owner's session data for the JupyterLab panel (docs/user-guide.md)."
+    ),
     "image": "Image of every server. It must exist locally: DS01 never pulls.",
     "network_name": (
         "`host`: one loopback port per server. A named network needs `use_internal_ip = True`."
@@ -53,7 +57,10 @@ CHANGED_NOTES = {
 }
 
 #: Section titles of the DS01 mixins whose settings are documented (set as c.DS01Spawner.<name>).
-MIXIN_SECTIONS = {"ImageSteps": "Project images (Dockerfile builds)"}
+MIXIN_SECTIONS = {
+    "ImageSteps": "Project images (Dockerfile builds)",
+    "SessionSteps": 'The "DS01 session" panel in JupyterLab',
+}
 
 #: Inherited settings an admin is most likely to set, with a one-line note each (hand-written).
 INHERITED_NOTES = {

@@ -75,3 +75,9 @@ from ds01spawner.startup import check_config, configure_services  # noqa: E402
 
 check_config(c)
 configure_services(c, port=int(os.environ["DS01_HUB_PORT"]) + 2)
+# The session panel (issue 18): how often JupyterLab's status bar asks; the image a test runs
+# (a freshly built base image before ds01/base:latest moves to it).
+if os.environ.get("DS01_TEST_SESSION_POLL"):
+    c.DS01Spawner.session_poll_seconds = float(os.environ["DS01_TEST_SESSION_POLL"])
+if os.environ.get("DS01_TEST_IMAGE"):
+    c.DS01Spawner.image = os.environ["DS01_TEST_IMAGE"]
