@@ -19,6 +19,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
@@ -146,7 +147,7 @@ class KeepRunningAPI(SessionAPI):
             raise web.HTTPError(404, f"You have no running server {server!r}.")
         now = datetime.now(timezone.utc)
         stamp = now.isoformat(timespec="seconds").replace("+00:00", "Z")
-        url = url_path_join(self.hub_auth.api_url, "users", name, "activity")
+        url = url_path_join(self.hub_auth.api_url, "users", quote(name, safe=""), "activity")
         try:
             await httpclient.AsyncHTTPClient().fetch(
                 url,
