@@ -25,7 +25,7 @@ from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
 
 from .errors import DOCKER_ERRORS
-from .gpus.table import hub_containers_filter
+from .gpus.table import hub_containers_filter, server_containers
 from .limits import KEYS, LimitsError, explain, format_limit
 from .session import culler_record, session_view
 from .spawner_limits import limits_store, unix_groups
@@ -96,8 +96,10 @@ class SessionAPI(web.RequestHandler):
             groups.update(await asyncio.to_thread(unix_groups, name))
         now = datetime.now(timezone.utc)
         try:
-            containers = await asyncio.to_thread(
-                self.engine.containers, hub_containers_filter(self.prefix)
+            # only containers the hub made as servers: a build step inherits its image's labels
+            containers = server_containers(
+                await asyncio.to_thread(self.engine.containers, hub_containers_filter(self.prefix)),
+                self.prefix,
             )
         except DOCKER_ERRORS as e:
             raise web.HTTPError(503, "The container engine is not answering.") from e
