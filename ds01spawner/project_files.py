@@ -60,7 +60,12 @@ def _open_dir_chain(
                 ) from e
             os.close(fd)
             fd = child
-            if create and made:
+            st = os.fstat(fd)
+            if st.st_uid not in (uid, 0):
+                shown = "/".join(folders[: i + 1])
+                raise ProjectFileError(f"{shown} in the project is not your own folder")
+            if create and made and st.st_uid == 0:
+                # only a folder root made just now (a folder renamed in between keeps its owner)
                 os.fchown(fd, uid, gid)
                 os.fchmod(fd, dir_mode)
         return fd
@@ -92,11 +97,16 @@ def write_project_file(
     *folders, filename = _parts(relpath)
     dir_fd = _open_dir_chain(project_dir, folders, uid, gid, dir_mode, create=True)
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         flags |= os.O_APPEND if append else 0
-        flags |= os.O_EXCL if exclusive else 0
         try:
-            fd = os.open(filename, flags, mode, dir_fd=dir_fd)
+            try:  # made here, by root: the one file that is given to the user
+                fd = os.open(filename, flags | os.O_CREAT | os.O_EXCL, mode, dir_fd=dir_fd)
+                made = True
+            except FileExistsError:
+                if exclusive:
+                    raise
+                fd, made = os.open(filename, flags, dir_fd=dir_fd), False
         except FileExistsError:
             raise
         except OSError as e:  # ELOOP: a link; EISDIR; ENXIO: a fifo without reader
@@ -107,7 +117,13 @@ def write_project_file(
             st = os.fstat(fd)
             if not _is_regular(st.st_mode):
                 raise ProjectFileError(f"{relpath} in the project is not a regular file")
-            if st.st_uid != uid or st.st_gid != gid:
+            if not made and (st.st_uid != uid or st.st_nlink != 1):
+                # a hard link (to another user's file, a system file) or someone else's file:
+                # root never writes it, truncates it or gives it away
+                raise ProjectFileError(
+                    f"{relpath} in the project is a hard link or not your own file"
+                )
+            if made:
                 os.fchown(fd, uid, gid)
             if not append:
                 os.ftruncate(fd, 0)

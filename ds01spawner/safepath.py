@@ -125,8 +125,15 @@ def still_there(path: str | os.PathLike, expected: tuple[int, int]) -> bool:
         os.close(fd)
 
 
-def mounted_identity(pid: int, target: str) -> tuple[int, int]:
-    """(device, inode) of what is mounted at ``target`` inside the process ``pid``'s root (a
-    container's init, seen from the host): proof of what the engine actually bound there."""
-    st = os.stat(Path(f"/proc/{pid}/root") / target.lstrip("/"))
+def mounted_identity(container_root: str | os.PathLike, target: str) -> tuple[int, int]:
+    """(device, inode) of what is mounted at ``target`` inside a container whose root is
+    ``container_root`` (``/proc/<pid of its init>/root``, seen from the host): proof of what the
+    engine actually bound there; (-1, -1) when ``target`` is not a folder there.
+
+    lstat: a link at ``target`` in the image would be resolved from the hub's root (an absolute
+    target names a host path), not from the container's; a link is never what was mounted.
+    """
+    st = os.lstat(Path(container_root) / target.lstrip("/"))
+    if not stat.S_ISDIR(st.st_mode):
+        return (-1, -1)
     return st.st_dev, st.st_ino

@@ -822,7 +822,9 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
         if not pid:
             return  # it exited: the readiness wait reports that, with its output
         try:
-            mounted = await asyncio.to_thread(mounted_identity, pid, WORKSPACE_MOUNT)
+            mounted = await asyncio.to_thread(
+                mounted_identity, f"/proc/{pid}/root", WORKSPACE_MOUNT
+            )
         except OSError as e:
             again = (await self.docker("inspect_container", self.object_id))["State"]
             if not again.get("Running") or again.get("Pid") != pid:

@@ -326,7 +326,7 @@ class ImageSteps(LoggingConfigurable):
             f"Line {ref.lineno} of your Dockerfile (`{shown(ref.text)}`) uses the image {name!r}"
         )
         try:
-            return (await self.docker("inspect_image", name))["Id"]
+            info = await self.docker("inspect_image", name)
         except docker.errors.ImageNotFound as e:
             self.log.warning("Dockerfile %s needs missing base image %s", who, name)
             raise user_error(
@@ -340,6 +340,15 @@ class ImageSteps(LoggingConfigurable):
                     400, f"{where}, which Docker does not accept: {e.explanation or e}."
                 ) from e
             raise
+        if (info.get("Config") or {}).get("OnBuild"):
+            # ONBUILD triggers run in this build unchecked (they may COPY --from any image)
+            self.log.warning("Base image %s of %s has ONBUILD triggers: refused", name, who)
+            raise user_error(
+                400,
+                f"{where}, which carries ONBUILD instructions that DS01 cannot check. Start "
+                f"FROM {self.image}, or ask an admin to rebuild {name} without ONBUILD.",
+            )
+        return info["Id"]
 
     async def _check_base_layers(self, image_id: str, base_id: str | None, who: str) -> None:
         """Refuse an image whose layers do not start with the allowed base image's: whatever

@@ -154,7 +154,12 @@ def _make_owned_dir(
         _refuse_entry(parent_fd, name, shown, allow_trusted_link, e)
         return False
     try:
-        if made:
+        st = os.fstat(fd)
+        if st.st_uid not in (uid, 0):  # someone else's folder, renamed in after the mkdir
+            raise WorkspaceError(
+                _NOT_CREATED, admin_hint=f"{shown} is owned by uid {st.st_uid}, not {uid}: refused"
+            )
+        if made and st.st_uid == 0:  # only the folder root made just now is given away
             os.fchown(fd, uid, gid)
             os.fchmod(fd, mode)
     except PermissionError as e:

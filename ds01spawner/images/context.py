@@ -270,6 +270,14 @@ def read_top_file(project_dir: str | os.PathLike, name: str, max_bytes: int) -> 
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise ContextError(f"{name} in your project is not a plain file.")
+            # The hub reads as root: a hard link to a file its user could not read (another
+            # user's, a system file) must not be read, nor quoted back in a refusal.
+            owner = os.fstat(root).st_uid
+            if st.st_nlink != 1 or not (st.st_uid == owner or st.st_mode & 0o004):
+                raise ContextError(
+                    f"{name} in your project is a hard link or not your own file; copy its text "
+                    f"into a new file of yours."
+                )
             if st.st_size > max_bytes:
                 raise ContextError(
                     f"{name} in your project is {human_size(st.st_size)}; at most "

@@ -17,6 +17,12 @@ refuses it with a sentence instead of guessing:
   blank line, a shebang, or with leading whitespace): Docker versions disagree on such lines.
 - **heredocs** (``RUN <<EOF``): BuildKit reads the body as data, the legacy builder as
   instructions.
+- **quotes and escapes in options** (``COPY --chown='\\'' --from=img ...``): the engine splits an
+  instruction's leading ``--`` options with its own quote rules (``extractBuilderFlags``: ``\\``
+  escapes even inside single quotes, whatever ``# escape=`` says), so one option can hide
+  another. Options are plain ``--name=value`` words or the Dockerfile is refused.
+- **ONBUILD**: its instruction runs in a later build (a stage ``FROM`` this one) without passing
+  through this reading, and may ``COPY --from`` any image on the engine: refused.
 
 Imports nothing of the package.
 """
@@ -36,6 +42,8 @@ DIRECTIVE_RE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 #: BuildKit's heredoc word (``reHeredoc``: optional fd digits, ``<<``, optional ``-``, a name).
 HEREDOC_RE = re.compile(r"\d*<<-?[^<\s]")
 _ASCII_KEYWORD_RE = re.compile(r"[A-Za-z]+")
+#: What makes the engine's option splitter (extractBuilderFlags) differ from a plain split.
+_OPTION_QUOTES = frozenset("'\"\\`")
 
 
 def _odd(c: str) -> bool:
@@ -116,10 +124,25 @@ def extends_layers(built: list[str], base: list[str]) -> bool:
 
 def check_instruction(lineno: int, keyword: str, words: list[str], shown_text: str) -> None:
     """Refuse an instruction DS01 might read differently from the engine: a keyword that is not
-    plain ASCII letters, or a heredoc."""
+    plain ASCII letters, ONBUILD, a heredoc, or quotes and escapes among its leading options
+    (``words``: the instruction's text split on whitespace, as written)."""
     where = f"Line {lineno} of your Dockerfile (`{shown_text}`)"
     if not _ASCII_KEYWORD_RE.fullmatch(keyword):
         raise DockerfileError(f"{where} does not start with an instruction (FROM, RUN, COPY...).")
+    if keyword.upper() == "ONBUILD":
+        raise DockerfileError(
+            f"{where} uses ONBUILD, whose instruction runs in a later build that DS01 cannot "
+            f"check. Write the instruction in the stage that needs it."
+        )
+    for word in words:
+        if not word.startswith("--"):
+            break  # the engine's options end at the first word that does not start with --
+        if any(c in _OPTION_QUOTES for c in word):
+            raise DockerfileError(
+                f"{where} has quotes or escape characters in its option {word!r}; Docker splits "
+                f"options with rules of its own, so DS01 refuses them. Write each option as a "
+                f"plain --name=value."
+            )
     if any(HEREDOC_RE.match(w) for w in words):
         raise DockerfileError(
             f"{where} uses a heredoc (<<); the engines read heredocs differently, so DS01 "

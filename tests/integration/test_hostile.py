@@ -230,6 +230,44 @@ def test_a_dockerfile_hiding_a_second_from_is_refused(hub, docker_client):
     assert not [i for i in docker_client.images.list(f"{hub.prefix}-eve/*")]
 
 
+def test_onbuild_and_quoted_options_cannot_copy_another_users_image(hub, docker_client):
+    """Found in review: ONBUILD runs its COPY --from in a later stage unchecked, and the engine
+    splits `--chown='\\'\\'' --from=IMG` into two options where a shell-like reading sees one."""
+    victim = f"{hub.prefix}-bob/notes:latest"
+    docker_client.images.build(
+        fileobj=io.BytesIO(b"FROM ds01/base:latest\nRUN echo bob-secret >/secret\n"),
+        tag=victim,
+        rm=True,
+    )
+    onbuild = f"FROM ds01/base:latest AS a\nONBUILD COPY --from={victim} /secret /s\nFROM a\n"
+    # control: the engine itself copies bob's file through the trigger
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(onbuild.encode()), rm=True)
+    try:
+        out = docker_client.containers.run(image.id, ["cat", "/s"], remove=True, entrypoint=[])
+        assert out.strip() == b"bob-secret"
+    finally:
+        docker_client.images.remove(image.id, force=True)
+    quoted = f"FROM ds01/base:latest\nCOPY --chown='\\'\\'' --from={victim} /secret /s\\'\n"
+    for text, said in ((onbuild, "uses ONBUILD"), (quoted, "quotes or escape characters")):
+        write_project(hub, "eve", "copy", {"Dockerfile": text})
+        assert said in failure(launch(hub, "eve", "copy")[0])
+    # an allowed base image that carries a trigger is refused before anything is built
+    trap = f"ds01/{hub.prefix}-trap:latest"
+    docker_client.images.build(
+        fileobj=io.BytesIO(
+            f"FROM ds01/base:latest\nONBUILD COPY --from={victim} /secret /s\n".encode()
+        ),
+        tag=trap,
+        rm=True,
+    )
+    try:
+        write_project(hub, "eve", "copy", {"Dockerfile": f"FROM {trap}\n"})
+        assert "ONBUILD instructions" in failure(launch(hub, "eve", "copy")[0])
+    finally:
+        docker_client.images.remove(trap, force=True)
+    assert not docker_client.images.list(f"{hub.prefix}-eve/*")
+
+
 # ---- finding 5: an image with forged ds01.* labels -----------------------------------------------
 
 

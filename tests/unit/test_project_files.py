@@ -85,3 +85,42 @@ def test_make_dirs_refuses_links(tmp_path):
     with pytest.raises(ProjectFileError):
         make_project_dirs(tmp_path, "models/x", UID, GID)
     assert not (tmp_path / "data" / "x").exists()
+
+
+# ---- found in review: a hard link is not stopped by O_NOFOLLOW ----------------------------------
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="files of another user need root")
+@pytest.mark.parametrize("append", [False, True])
+def test_a_hard_link_to_another_users_file_is_never_written_or_given_away(tmp_path, append):
+    """A student hard-links a classmate's (group-writable) file as their build log: root must
+    not truncate, write or chown it (with protected_hardlinks=0 this could be /etc/shadow)."""
+    victim = tmp_path / "bob.txt"
+    victim.write_text("bob's notes\n")
+    os.chown(victim, 2002, 2002)
+    os.chmod(victim, 0o666)
+    project = tmp_path / "alice"
+    (project / ".ds01").mkdir(parents=True)
+    os.chown(project, 1001, 1001)
+    os.chown(project / ".ds01", 1001, 1001)
+    os.link(victim, project / ".ds01" / "build.log")
+    with pytest.raises(ProjectFileError, match="hard link or not your own"):
+        write_project_file(project, ".ds01/build.log", "x", 1001, 1001, append=append)
+    st = victim.stat()
+    assert (st.st_uid, st.st_gid) == (2002, 2002)
+    assert victim.read_text() == "bob's notes\n"
+    # control: the same call on a file of the user's own writes it
+    os.unlink(project / ".ds01" / "build.log")
+    write_project_file(project, ".ds01/build.log", "x", 1001, 1001, append=append)
+    assert (project / ".ds01" / "build.log").read_text() == "x"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="files of another user need root")
+def test_a_folder_of_someone_else_on_the_way_is_refused(tmp_path):
+    project = tmp_path / "alice"
+    (project / ".ds01").mkdir(parents=True)
+    os.chown(project / ".ds01", 2002, 2002)  # bob's folder, renamed into alice's project
+    with pytest.raises(ProjectFileError, match="not your own folder"):
+        write_project_file(project, ".ds01/notices.log", "x", 1001, 1001)
+    assert (project / ".ds01").stat().st_uid == 2002
+    assert not (project / ".ds01" / "notices.log").exists()

@@ -137,3 +137,23 @@ def test_control_the_race_does_steer_a_path_that_is_followed(tmp_path):
     steered = lambda: any(target.iterdir())  # noqa: E731
     _race(home, target, lambda i: os.makedirs(home / "workspace" / f"p{i}"), 50000, steered)
     assert steered()
+
+
+def test_mounted_identity_never_follows_a_link_in_the_container(tmp_path):
+    """Found in review: an image whose /workspace is a link to an absolute host path made the
+    check stat the host folder (resolved from the hub's root), matching whatever was mounted."""
+    from ds01spawner.safepath import mounted_identity
+
+    host = tmp_path / "host-folder"
+    host.mkdir()
+    root = tmp_path / "rootfs"  # stands for /proc/<pid>/root of a container
+    root.mkdir()
+    os.symlink(host, root / "workspace")
+    assert mounted_identity(root, "/workspace") == (-1, -1)
+    # control: a real folder there is what was mounted
+    os.unlink(root / "workspace")
+    (root / "workspace").mkdir()
+    st = (root / "workspace").stat()
+    assert mounted_identity(root, "/workspace") == (st.st_dev, st.st_ino)
+    # and the host folder the link named is not
+    assert mounted_identity(root, "/workspace") != (host.stat().st_dev, host.stat().st_ino)
