@@ -534,11 +534,13 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
         request, the user's limits, the workspace. Each refusal is a user_error."""
         ident = await self._identity()
         self._gpu_broker, self._gpu_request, devices = await self._parse_gpu_request()
+        self._gpu_devices = devices
         self._limits = await self.effective_limits()
         try:
             self._gpu_request = shape_request(self._gpu_request, self._limits, devices)
         except LimitRefused as e:
             self.refuse(e)
+        await self.claim_launch()  # servers and GPUs, before any folder or image is made
         self.progress_log.emit(10, f"Preparing workspace for project {project}")
         try:
             ws = await asyncio.get_running_loop().run_in_executor(
@@ -620,6 +622,12 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
         project = options.project
         self._check_project_free(project)
         self.project = project  # at once: a concurrent launch of the same project sees it
+        try:
+            return await self._start(project, options)
+        finally:
+            self.release_launch()
+
+    async def _start(self, project: str, options) -> tuple[str, int]:
         try:
             await self._before_create(project, options)
         except BaseException:
