@@ -66,9 +66,15 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
 
 class Hub:
     def __init__(
-        self, state_dir: Path, prefix: str, extra_env: dict | None = None, config: Path = CONFIG
+        self,
+        state_dir: Path,
+        prefix: str,
+        extra_env: dict | None = None,
+        config: Path = CONFIG,
+        python: str = sys.executable,
     ) -> None:
         self.state_dir = state_dir
+        self.python = python
         self.config = config
         self.port = free_port_block()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -102,7 +108,7 @@ class Hub:
     def start(self, timeout: float = 60) -> Hub:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(self.config)],
+            [self.python, "-m", "jupyterhub", "-f", str(self.config)],
             cwd=self.state_dir,
             env=self.env,
             stdout=log,
