@@ -18,6 +18,9 @@ from .names import project_name_problem
 OPTION_KEYS = ("project", "template", "gpus", "gpu_type", "image")
 #: the form's value for "create a new project"
 NEW_PROJECT = "+new"
+#: ``image`` value for "the hub's standard image, not the project's Dockerfile": always
+#: allowed, so a project whose Dockerfile does not build can still be opened to fix it
+STANDARD_IMAGE = "standard"
 _MAX_TEXT = 200
 
 
@@ -99,10 +102,11 @@ def validate_user_options(
     if raw.get("image") not in (None, ""):
         image = _text(raw["image"], "image")
         offered = list(offered_images)
-        if image not in offered:
+        if image not in offered and image != STANDARD_IMAGE:
             raise OptionsError(
                 "That image is not offered on this server; choose one of: "
-                f"{', '.join(offered) or '(none: your project Dockerfile or the default image)'}."
+                f"{', '.join([*offered, STANDARD_IMAGE])} ('{STANDARD_IMAGE}': the server's "
+                "standard image, without your project's Dockerfile)."
             )
 
     gpu_options = {}

@@ -21,6 +21,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode, de
 from .audit import audit_log, take_retire
 from .container_spec import HOST_NETWORK, ServerSpec, SpecError, build_container_spec
 from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
+from .form import STANDARD_IMAGE
 from .gpus.allocator import equivalents
 from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
@@ -579,7 +580,18 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
             )
         if options.template:
             await self._apply_template(ws.project_dir, options.template, ident)
-        if options.image:
+        if options.image == STANDARD_IMAGE:
+            self.run_image = ""  # the standard image (as without a Dockerfile): to fix one
+            self.progress_log.emit(
+                20, f"Using the standard image {self.image}, not the project's Dockerfile"
+            )
+            self.log.info(
+                "user=%s project=%s launches with the standard image %s (Dockerfile ignored)",
+                self.user.name,
+                project,
+                self.image,
+            )
+        elif options.image:
             self.run_image = options.image  # an offered image, instead of the project's own
         else:
             # the project's own image when it has a Dockerfile (built when needed), else image

@@ -19,6 +19,7 @@ from .errors import DOCKER_ERRORS, user_error
 from .form import (
     NEW_PROJECT,
     OPTION_KEYS,
+    STANDARD_IMAGE,
     GpuOffer,
     LaunchOptions,
     OptionsError,
@@ -211,6 +212,8 @@ class FormSteps:
             gpu=offer,
             images=[{"ref": r, "description": d} for r, d in self.offered_images.items()],
             default_image=self.image,
+            standard_value=STANDARD_IMAGE,
+            standard_selected=(self.user_options or {}).get("image") == STANDARD_IMAGE,
             limits=limits_lines(limits, len(usage.servers)),
             user_name=self.user.name,
             spawn_base=f"{self.hub.base_url}spawn/{self.user.escaped_name}/",

@@ -477,7 +477,10 @@ class ImageSteps(LoggingConfigurable):
         tail = "\n".join(line[:300] for line in e.tail[-TAIL_IN_MESSAGE:])
         foot = (
             f"The full log is in {BUILD_LOG} in your project folder "
-            f"(/workspace/{BUILD_LOG}). Your files are safe; fix the Dockerfile and launch again."
+            f"(/workspace/{BUILD_LOG}). Your files are safe. To fix the Dockerfile in "
+            f"JupyterLab, launch this project with the standard image {self.image} (on the "
+            f"form: Environment, 'Standard image'; in a terminal: ds01 project launch "
+            f"{self.project} --standard-image), then launch it as usual again."
         )
         err = user_error(status, f"{head} Last lines of its output:\n{tail}\n{foot}")
         err.jupyterhub_html_message = (

@@ -112,6 +112,8 @@ def cmd_launch(args, client: HubClient, out: Out) -> int:
     options = gpu_options(args)
     if args.image:
         options["image"] = args.image
+    if getattr(args, "standard_image", False):
+        options["image"] = "standard"  # form.STANDARD_IMAGE: the project's Dockerfile is ignored
     if args.template:
         options["template"] = args.template
     if args.background:
@@ -312,7 +314,14 @@ def _gpu_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mig", metavar="PROFILE", help="one MIG slice of this profile, e.g. 3g.20gb")
     g.add_argument("--no-gpu", action="store_true", help="no GPU")
     p.add_argument("--full", action="store_true", help="whole GPUs only (with --gpus)")
-    p.add_argument("--image", help="an image the admins offer, instead of the project Dockerfile")
+    im = p.add_mutually_exclusive_group()
+    im.add_argument("--image", help="an image the admins offer, instead of the project Dockerfile")
+    im.add_argument(
+        "--standard-image",
+        action="store_true",
+        help="the server's standard image, ignoring the project's Dockerfile (to fix one that "
+        "does not build)",
+    )
     p.add_argument("--template", help="create the project from this template on first launch")
 
 

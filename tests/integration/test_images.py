@@ -86,10 +86,10 @@ def progress_events(hub, user: str, server: str, timeout: float = 240) -> list[d
     return events
 
 
-def launch(hub, user: str, server: str) -> tuple[list[dict], float]:
+def launch(hub, user: str, server: str, options: dict | None = None) -> tuple[list[dict], float]:
     """POST the launch and read its whole progress stream: (events, seconds until the end)."""
     t0 = time.monotonic()
-    r = hub.request_server(user, server)
+    r = hub.request_server(user, server, options)
     if r.status_code not in (201, 202):
         return [{"failed": True, "message": r.json().get("message", r.text)}], 0.0
     events = progress_events(hub, user, server)
@@ -286,6 +286,15 @@ def test_failing_run_step_shows_step_and_output_and_keeps_the_previous_image(
     assert docker_client.images.get(good_ref)  # the previous image is kept
     assert [c for c in ds01_containers(docker_client, hub.prefix, user="carol")] == []
     wait_for(lambda: hub.server_model("carol", "broken") is None, 30, "the failed server cleared")
+    # the way out (issue 15 item 5): the same project with the standard image, to fix the file
+    assert "ds01 project launch broken --standard-image" in message
+    events, _ = launch(hub, "carol", "broken", {"image": "standard"})
+    ready(events, hub)
+    assert any("Using the standard image" in e["message"] for e in events)
+    container = server_container(docker_client, hub, "carol")
+    assert container.attrs["Config"]["Image"] == "ds01/base:latest"
+    assert builds(hub, "broken") == 2  # nothing was built
+    hub.stop_server("carol", "broken")
 
 
 def test_disallowed_from_and_oversized_context_are_refused_before_any_build(images_hub):

@@ -30,6 +30,14 @@ def check(raw, server=""):
     )
 
 
+def test_the_standard_image_is_always_a_choice():
+    assert check({"image": "standard"}, "x").image == "standard"
+    with pytest.raises(OptionsError) as e:
+        check({"image": "ds01/other:1"}, "x")
+    assert "'standard': the server's standard image" in str(e.value)
+    assert options_from_form({"project": ["x"], "image": ["standard"]})["image"] == "standard"
+
+
 def test_empty_options_use_the_server_name_or_the_default_project():
     assert check({}, "thesis").project == "thesis"
     assert check(None).project == "default"
