@@ -17,7 +17,7 @@ import webbrowser
 
 from . import config
 from .client import HubClient, HubError
-from .output import Out
+from .output import Out, gpus
 
 ALIASES = {
     "project": "ds01 project",
@@ -247,7 +247,7 @@ def cmd_check_limits(args, client: HubClient, out: Out) -> int:
     usage = body["usage"]
     projects = ", ".join(p["project"] for p in usage["projects"]) or "none"
     out.line(
-        f"Using now: {usage['servers']} server(s), {usage['gpu_equivalents']:g} GPUs "
+        f"Using now: {usage['servers']} server(s), {gpus(usage['gpu_equivalents'])} GPUs "
         f"(projects: {projects})"
     )
     for w in queue.get("waiting", []):

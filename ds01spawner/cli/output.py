@@ -49,3 +49,9 @@ class Out:
         print(text.ljust(cols - 1), end="", file=self.stream, flush=True)
         if percent >= 100:
             print(file=self.stream, flush=True)
+
+
+def gpus(x: float) -> str:
+    """GPU-equivalents for people: at most 2 decimals (0.2857 -> "0.29", 2.0 -> "2")."""
+    text = f"{float(x):.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
