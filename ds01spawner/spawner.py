@@ -346,7 +346,10 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
         return self._query_to_options(query_data)
 
     async def check_allowed(self, image: str) -> str:
-        """DockerSpawner's image check: only ``offered_images`` (launch_options checked it)."""
+        """DockerSpawner's image check: only ``offered_images`` (launch_options checked it),
+        or ``standard``: the configured image, without the project's Dockerfile."""
+        if image == STANDARD_IMAGE:
+            return self.image
         if image in self.offered_images:
             return image
         raise user_error(400, "That image is not offered on this server.")
