@@ -214,7 +214,6 @@ class FormSteps:
             images=[{"ref": r, "description": d} for r, d in self.offered_images.items()],
             default_image=self.image,
             standard_value=STANDARD_IMAGE,
-            standard_selected=(self.user_options or {}).get("image") == STANDARD_IMAGE,
             limits=limits_lines(limits, len(usage.servers)),
             user_name=self.user.name,
             blocked=blocked,

@@ -72,6 +72,7 @@ def test_refusals_are_at_once_said_once_and_numbers_are_for_people(page, hub, sc
 
     # item 11: dana holds a 3g.20gb slice (3/7 of a GPU) of her 0.5
     hub.start_server("dana", "slice", {"gpus": 1, "gpu_type": "3g.20gb"})
+    page.context.clear_cookies()
     log_in(page, hub, "dana")
     page.goto(f"{hub.url}/hub/spawn/dana")
     notice = page.locator("#ds01-gpu-notice")
@@ -82,6 +83,7 @@ def test_refusals_are_at_once_said_once_and_numbers_are_for_people(page, hub, sc
 
     # items 4 and 7: alice runs one project, her limit is one server
     hub.start_server("alice", "running", {"gpus": 0})
+    page.context.clear_cookies()
     log_in(page, hub, "alice")
     page.get_by_role("button", name="Start a server").click()
     page.wait_for_url(re.compile(r".*/hub/spawn/alice$"))
