@@ -13,18 +13,12 @@ from .hub import ds01_containers, wait_for
 from .test_gpu_queue import progress_until, queue_api
 
 ONE = {"gpus": 1, "gpu_type": "full"}
+# a short file: the limits left out take their built-in values (issue 15 item 14)
 LIMITS = """
 defaults:
   max_gpu_equivalents: 1
   max_gpus_per_server: 2
-  allow_full_gpu: true
   max_servers: 1
-  cpus: 2
-  memory: 4G
-  shm_size: 1G
-  pids_limit: 1024
-  max_runtime: 24
-  idle_timeout: 2
 users:
   holder:
     max_servers: 3
@@ -46,6 +40,22 @@ def hub(hub_factory, tmp_path_factory):
             "DS01_TEST_GPU_QUEUE": "120",
         }
     )
+
+
+def test_a_short_limits_file_starts_the_hub_with_built_in_values(hub):
+    assert "leaves out defaults; built-in values apply: allow_full_gpu=yes, cpus=unlimited" in (
+        hub.log_path.read_text()
+    )
+    r = hub.session.get(
+        f"{hub.url}/services/ds01-limits/api/limits",
+        headers={"Authorization": f"token {hub.user_token('carol')}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["limits"]["max_runtime"] == 24 and body["limits"]["max_servers"] == 1
+    assert body["sources"]["max_runtime"] == "built-in default"
+    assert body["sources"]["max_servers"] == "defaults"
 
 
 def test_a_request_over_the_limits_is_refused_at_once_and_keeps_no_gpu(hub, docker_client):
