@@ -64,6 +64,10 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Hub:
     def __init__(
         self,
@@ -114,6 +118,8 @@ class Hub:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # as a background job of a non-interactive shell starts it (SIGINT ignored)
+            preexec_fn=_ignore_sigint if self.env.get("DS01_TEST_IGNORE_SIGINT") else None,
         )
         log.close()
 
