@@ -253,6 +253,12 @@ class GpuSteps:
         if phases is not None:
             phases["allocate"] = round(now - t0, 3)
         self._t_allocated = now
+        orm_spawner = getattr(self, "orm_spawner", None)
+        if orm_spawner is not None:
+            # "Started" (home page, admin view, the culler's runtime limit) is when the server
+            # got its devices, not when it was requested: a wait in the GPU queue or a build
+            # does not count. The hub commits it with the server.
+            orm_spawner.started = datetime.now(timezone.utc).replace(tzinfo=None)
         if devices:
             self.audit(
                 "allocate",

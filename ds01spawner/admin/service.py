@@ -40,7 +40,7 @@ from ..limits_service import Engine
 from ..service_signals import run_until_signalled
 from ..spawner_limits import limits_store
 from .exemptions import ExemptionError, grant
-from .views import gpu_rows, gpu_summary, user_rows
+from .views import gpu_rows, gpu_summary, queue_rows, user_rows
 
 SERVICE_NAME = "ds01-admin"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -193,6 +193,7 @@ class AdminHandler(HubOAuthenticated, web.RequestHandler):
             "inventory_error": self.ctx.inventory_error or None,
             "users": user_rows(users, containers, limits_of, culler, now),
             "queue": self.queue(),
+            "queue_rows": queue_rows(self.queue()["waiting"], now),
             "limits_file": self.ctx.limits_file or None,
         }
 
