@@ -27,6 +27,7 @@ from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
 from .metrics import observe
 from .names import container_name, oauth_client_id, path_safe_username
+from .passwd import install_identity
 from .ports import PortPool
 from .progress import ProgressLog
 from .projects import BUILTIN_TEMPLATES, TemplateError, apply_template, check_templates
@@ -758,8 +759,33 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
 
     async def create_object(self) -> dict:
         obj = await self.allocate_and_create(self._create_container)
+        await self._install_identity(obj["Id"])
         self.progress_log.emit(60, "Starting the container")
         return obj
+
+    async def _install_identity(self, container_id: str) -> None:
+        """The user's name in the container (passwd.py): whoami, the terminal prompt."""
+        ident: Identity = self._identity_used
+        home = self.home_dir.format(username=path_safe_username(self.user.name))
+        try:
+            await asyncio.wrap_future(
+                self.executor.submit(
+                    install_identity,
+                    self.client,
+                    container_id,
+                    self.user.name,
+                    ident.uid,
+                    ident.gid,
+                    home,
+                )
+            )
+        except ValueError as e:  # the image's own files stay; the server still starts
+            self.log.warning(
+                "No user name in the container of user=%s project=%s: %s",
+                self.user.name,
+                self.project,
+                e,
+            )
 
     async def _create_container(self, devices: list[Device]) -> dict:
         self.progress_log.emit(40, "Creating a fresh container")
