@@ -61,7 +61,8 @@ class HubClient:
         return self._me
 
     def _servers_path(self, server: str = "") -> str:
-        return f"/hub/api/users/{quote(self.me()['name'], safe='')}/servers/{quote(server)}"
+        user = quote(self.me()["name"], safe="")
+        return f"/hub/api/users/{user}/servers/{quote(server, safe='')}"
 
     # ---- servers --------------------------------------------------------------------------
 

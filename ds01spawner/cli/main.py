@@ -15,6 +15,7 @@ import threading
 import time
 import webbrowser
 
+from ..names import project_name_problem
 from . import config
 from .client import HubClient, HubError
 from .output import Out, gpus
@@ -214,7 +215,7 @@ def cmd_container_list(args, client: HubClient, out: Out) -> int:
         (i["project"], i["state"], ",".join(i["gpus"]) or "-", i["started"][:16], i["url"])
         for i in items
     ]
-    out.table(("PROJECT", "STATE", "GPUS", "STARTED", "URL"), rows)
+    out.table(("PROJECT", "STATE", "GPUS", "STARTED", "URL"), rows, cut=False)
     return 0
 
 
@@ -302,7 +303,7 @@ def _state(server: dict | None) -> str:
         return "not running"
     if server.get("ready"):
         return "running"
-    return {"spawn": "starting", "stop": "stopping"}.get(server.get("pending") or "", "stopped")
+    return {"spawn": "starting", "stop": "stopping"}.get(server.get("pending") or "", "not running")
 
 
 # ---- the parser -------------------------------------------------------------------------------
@@ -402,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "needs_hub", True) is False:
             return args.func(args, out)
+        problem = project_name_problem(args.name) if hasattr(args, "name") else None
+        if problem:  # said here, before the hub is asked (it would answer 404 or its own words)
+            raise Failed(problem)
         settings = config.load()
         client = HubClient(settings.url, settings.token, timeout=min(args.timeout, 60))
         return args.func(args, client, out)
