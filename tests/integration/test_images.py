@@ -273,7 +273,7 @@ def test_failing_run_step_shows_step_and_output_and_keeps_the_previous_image(
     write_project(hub, "carol", "broken", {"Dockerfile": bad})
     events, _ = launch(hub, "carol", "broken")
     message = failure(events)
-    assert "Step 2/3 : RUN echo" in message and "failed" in message
+    assert "Step 2/2 : RUN echo" in message and "failed" in message
     assert f"<b>{TOKEN}-out</b>" in message and "second-line" in message
     assert "non-zero code: 7" in message and ".ds01/build.log" in message
     html = events[-1]["html_message"]
@@ -281,7 +281,7 @@ def test_failing_run_step_shows_step_and_output_and_keeps_the_previous_image(
     shown = [e for e in events if e["message"] == f"<b>{TOKEN}-out</b>"]
     assert shown and shown[0]["html_message"].startswith("&lt;b&gt;")  # streamed, escaped
     log = (hub.workspaces / "carol" / "broken" / ".ds01" / "build.log").read_text()
-    assert f"{TOKEN}-out" in log and "# FAILED at Step 2/3" in log
+    assert f"{TOKEN}-out" in log and "# FAILED at Step 2/2" in log
     assert builds(hub, "broken") == 2
     assert docker_client.images.get(good_ref)  # the previous image is kept
     assert [c for c in ds01_containers(docker_client, hub.prefix, user="carol")] == []
@@ -386,7 +386,7 @@ def test_slow_build_never_delays_another_users_launch_and_is_stopped_at_its_time
     follower.join(120)
     message = failure(slow_events)
     assert re.search(r"stopped after 2[5-7] s \(the limit is 25 s\)", message), message
-    assert "Step 2/3 : RUN echo" in message
+    assert "Step 2/2 : RUN echo" in message
     assert marker in message
     log = (hub.workspaces / "slow" / "big" / ".ds01" / "build.log").read_text()
     assert "# STOPPED" in log and marker in log
