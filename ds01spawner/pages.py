@@ -161,6 +161,14 @@ def _state(spawner) -> str:
     return "not running"  # the word of the form, the home page and the CLI
 
 
+def shown_workspace(template: str, username: str) -> str:
+    """The user's workspace folder as the deployment names it (``workspace_root`` with the
+    user's name, not expanded: no account lookup), for the pages' sentences."""
+    from .names import path_safe_username
+
+    return template.format(username=path_safe_username(username)).rstrip("/")
+
+
 class HomeView:
     """``ds01_home`` in the home page's template: built per request, cheap until awaited."""
 
@@ -168,6 +176,10 @@ class HomeView:
         self.user = user
         self.culler_state_file = culler_state_file
         self.problems: list[str] = []
+
+    @property
+    def workspace(self) -> str:
+        return shown_workspace(self.user.spawner.workspace_root, self.user.name)
 
     async def rows(self) -> list[HomeRow]:
         user = self.user

@@ -32,6 +32,7 @@ from .gpus import InventoryError
 from .gpus.allocator import busy_outside
 from .gpus.table import holders
 from .images.context import read_top_file
+from .pages import shown_workspace
 from .projects import list_projects
 from .quota import LimitRefused, check_servers, usage_of, with_launches
 from .workspace import WorkspaceError, workspace_root_for
@@ -216,6 +217,7 @@ class FormSteps:
             standard_value=STANDARD_IMAGE,
             limits=limits_lines(limits, len(usage.servers)),
             user_name=self.user.name,
+            workspace=shown_workspace(self.workspace_root, self.user.name),
             blocked=blocked,
             spawn_base=f"{self.hub.base_url}spawn/{self.user.escaped_name}/",
         )
