@@ -7,6 +7,11 @@ entries plus one for the user (name, uid, gid, home, shell). The files are writt
 engine as root, 0644, so the user cannot change them (``no-new-privileges`` is set as well).
 Needs no change to any image and no file on the host.
 
+The same copy gives a managed JupyterLab its defaults in the user's (fresh) HOME:
+``LAB_SETTINGS`` turns off the "Would you like to get notified about official Jupyter news?"
+question and the update check (issue 15 item 10). They are the user's settings, owned by them:
+a user who wants the news turns it on in Settings.
+
 ``with_user`` is pure; ``install_identity`` does the engine I/O with the client it is given
 (docker's APIClient; call it off the event loop). An image whose ``/etc`` is a link, or whose
 files are not plain files of sane size, gets minimal files instead of its own.
@@ -22,6 +27,13 @@ MAX_FILE = 1 << 20  # an /etc/passwd over 1 MiB is not read
 _NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 FALLBACK_PASSWD = "root:x:0:0:root:/root:/bin/sh\n"
 FALLBACK_GROUP = "root:x:0:\n"
+#: JupyterLab user settings written into HOME: (path below HOME, JSON text)
+LAB_SETTINGS = (
+    (
+        ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings",
+        '{"fetchNews": "false", "checkForUpdates": false}\n',
+    ),
+)
 
 
 def account_name(username: str) -> str:
@@ -103,4 +115,31 @@ def install_identity(client, container: str, username: str, uid: int, gid: int, 
             info.size, info.mode, info.uid, info.gid = len(body), 0o644, 0, 0
             tar.addfile(info, io.BytesIO(body))
     client.put_archive(container, "/", buf.getvalue())
+    parts = home.strip("/").split("/")
+    ancestors = ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+    stats = [_stat(client, container, path) for path in ancestors]
+    if not any(s and s.get("linkTarget") for s in stats):  # never write through a link
+        client.put_archive(container, "/", home_archive(home, uid, gid))
     return name
+
+
+def home_archive(home: str, uid: int, gid: int) -> bytes:
+    """A tar of HOME with the lab settings, every folder and file owned by the user."""
+    buf = io.BytesIO()
+    root = home.strip("/")
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        made = set()
+        for rel, text in LAB_SETTINGS:
+            parts = f"{root}/{rel}".split("/")
+            for i in range(root.count("/") + 1, len(parts)):
+                folder = "/".join(parts[:i])
+                if folder not in made:
+                    made.add(folder)
+                    info = tarfile.TarInfo(folder)
+                    info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, gid
+                    tar.addfile(info)
+            body = text.encode()
+            info = tarfile.TarInfo("/".join(parts))
+            info.size, info.mode, info.uid, info.gid = len(body), 0o644, uid, gid
+            tar.addfile(info, io.BytesIO(body))
+    return buf.getvalue()

@@ -21,7 +21,7 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 log() { printf '[ds01 base image] %s\n' "$*" >&2; }
 
-hash=$( (cat "$here/build.sh" "$here/requirements.txt"; echo "jupyterhub==$JUPYTERHUB_VERSION") | sha256sum | cut -c1-12)
+hash=$( (cat "$here/build.sh" "$here/requirements.txt" "$here/../base/lab-overrides.json"; echo "jupyterhub==$JUPYTERHUB_VERSION") | sha256sum | cut -c1-12)
 tag="$repo:$hash"
 
 if docker image inspect "$tag" >/dev/null 2>&1; then
@@ -64,6 +64,9 @@ if [ ! -s "$tarball" ]; then
             # adds about 2.3 s to every server start; jsonschema works without it.
             /opt/ds01/venv/bin/pip uninstall -q -y rfc3987-syntax lark"
     umount "$rootfs/proc"
+    # DS01: a managed JupyterLab never asks about Jupyter news (images/base/lab-overrides.json)
+    mkdir -p "$rootfs/opt/ds01/venv/share/jupyter/lab/settings/overrides.d"
+    cp "$here/../base/lab-overrides.json" "$rootfs/opt/ds01/venv/share/jupyter/lab/settings/overrides.d/ds01.json"
     # Leave no host configuration, caches or package lists in the image.
     rm -f "$rootfs/etc/resolv.conf" "$rootfs/tmp/requirements.txt" "$rootfs/tmp/host-ca.crt"
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/usr/share/doc/* \

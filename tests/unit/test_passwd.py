@@ -28,3 +28,22 @@ def test_names_that_cannot_be_account_names_become_user():
     assert account_name("alice") == "alice"
     for bad in ("Alice", "a:b", "x\nroot::0:0::/:/bin/sh", "admin?x", ""):
         assert account_name(bad) == "user"
+
+
+def test_home_gets_the_managed_lab_settings_owned_by_the_user():
+    import io
+    import json
+    import tarfile
+
+    from ds01spawner.passwd import home_archive
+
+    tar = tarfile.open(fileobj=io.BytesIO(home_archive("/home/alice", 1234, 100)))
+    members = tar.getmembers()
+    assert members[0].name == "home/alice" and members[0].isdir()
+    assert all((m.uid, m.gid) == (1234, 100) for m in members)
+    (settings,) = [m for m in members if m.isfile()]
+    assert settings.name.endswith("@jupyterlab/apputils-extension/notification.jupyterlab-settings")
+    assert json.loads(tar.extractfile(settings).read()) == {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    }
