@@ -199,3 +199,18 @@ def test_limits_lines():
     assert "(MIG slices only)" in lines[1]
     assert "Runtime per server: 24 h" in lines
     assert "Retired after idle: 2 h" in lines
+
+
+def test_gpu_amounts_read_as_people_write_them():
+    from ds01spawner.cli.output import gpus
+    from ds01spawner.form import human
+
+    for f in (human, gpus):
+        assert [f(x) for x in (0.2143, 0.5, 2.0, 0.2857, 0.0, 1 / 3)] == [
+            "0.21",
+            "0.5",
+            "2",
+            "0.29",
+            "0",
+            "0.33",
+        ]
