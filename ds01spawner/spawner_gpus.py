@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from jupyterhub import orm
 
-from .errors import DOCKER_ERRORS, GPU_INVENTORY_DOWN_MESSAGE, user_error
+from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, GPU_INVENTORY_DOWN_MESSAGE, user_error
 from .gpus import InventoryError
 from .gpus.allocator import GpuRequest, NoFit, RequestError, busy_outside, candidates, equivalents
 from .gpus.allocator import noun as device_noun
@@ -111,7 +111,17 @@ class GpuSteps:
     async def claim_launch(self) -> None:
         """Check the user's servers and GPUs (running and launching) before any folder or image
         is made, and count this launch among theirs until its start ends (release_launch)."""
-        containers = await self._ds01_containers()
+        try:
+            containers = await self._ds01_containers()
+        except DOCKER_ERRORS as e:
+            self.log.error(
+                "Docker engine error while checking the limits of user=%s project=%s: %s. "
+                "Check that dockerd runs (docker info).",
+                self.user.name,
+                self.project,
+                e,
+            )
+            raise user_error(503, ENGINE_DOWN_MESSAGE) from e
         self._check_usage(self._usage(containers))  # no await between check and claim
         need = min_equivalents(self._gpu_request, getattr(self, "_gpu_devices", []))
         GpuSteps.launches.claim(self.user.name, ServerUse(self.project, self.name, (), need, True))
