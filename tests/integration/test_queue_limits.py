@@ -46,13 +46,17 @@ def test_a_short_limits_file_starts_the_hub_with_built_in_values(hub):
     assert "leaves out defaults; built-in values apply: allow_full_gpu=yes, cpus=unlimited" in (
         hub.log_path.read_text()
     )
-    r = hub.session.get(
-        f"{hub.url}/services/ds01-limits/api/limits",
-        headers={"Authorization": f"token {hub.user_token('carol')}"},
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
-    body = r.json()
+    token = hub.user_token("carol")
+
+    def limits():  # the service may still be starting right after the hub answers
+        r = hub.session.get(
+            f"{hub.url}/services/ds01-limits/api/limits",
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )
+        return r.json() if r.status_code == 200 else None
+
+    body = wait_for(limits, 30, "ds01-limits to answer")
     assert body["limits"]["max_runtime"] == 24 and body["limits"]["max_servers"] == 1
     assert body["sources"]["max_runtime"] == "built-in default"
     assert body["sources"]["max_servers"] == "defaults"
