@@ -55,7 +55,11 @@ c.JupyterHub.load_groups = {
 c.JupyterHub.allow_named_servers = True
 # After login, land on the home page (the project list) instead of starting the default server.
 c.JupyterHub.default_url = "/hub/home"
-c.JupyterHub.named_server_limit_per_user = 0  # PRODUCTION: limits come from the DS01 limits file
+# 0: JupyterHub does not cap how many named servers (projects) a user has; how many run or
+# start at once is max_servers of the DS01 limits file, which counts launches waiting for a GPU
+# or building too, so one user cannot fill the hub-wide pending-spawn limit below.
+c.JupyterHub.named_server_limit_per_user = 0
+c.JupyterHub.concurrent_spawn_limit = 100  # pending launches of all users together (429 above)
 # Servers keep running across hub restarts; the spawner finds them again from its state.
 c.JupyterHub.cleanup_servers = False
 # No start_timeout here: it wraps the whole start, a project image build and a wait in the GPU

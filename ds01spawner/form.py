@@ -18,6 +18,9 @@ from .names import project_name_problem
 OPTION_KEYS = ("project", "template", "gpus", "gpu_type", "image")
 #: the form's value for "create a new project"
 NEW_PROJECT = "+new"
+#: ``image`` value for "the hub's standard image, not the project's Dockerfile": always
+#: allowed, so a project whose Dockerfile does not build can still be opened to fix it
+STANDARD_IMAGE = "standard"
 _MAX_TEXT = 200
 
 
@@ -99,10 +102,11 @@ def validate_user_options(
     if raw.get("image") not in (None, ""):
         image = _text(raw["image"], "image")
         offered = list(offered_images)
-        if image not in offered:
+        if image not in offered and image != STANDARD_IMAGE:
             raise OptionsError(
                 "That image is not offered on this server; choose one of: "
-                f"{', '.join(offered) or '(none: your project Dockerfile or the default image)'}."
+                f"{', '.join([*offered, STANDARD_IMAGE])} ('{STANDARD_IMAGE}': the server's "
+                "standard image, without your project's Dockerfile)."
             )
 
     gpu_options = {}
@@ -179,6 +183,14 @@ class GpuOffer:
     choices: list[GpuChoice]
     summary: str  # "2 of 4 GPUs free · 3 of 3 MIG slices free"
     default: str  # the value selected when the form opens
+    notice: str = ""  # shown under the choice: why "No GPU" is preselected, when it is
+
+
+def human(x: float) -> str:
+    """A GPU amount for people: at most 2 decimals, no trailing zeros (0.2143 -> "0.21",
+    0.5 -> "0.5", 2.0 -> "2")."""
+    text = f"{x:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def _plural(n: int, word: str) -> str:
@@ -216,7 +228,7 @@ def gpu_offer(
 
     def over_total(eq: float) -> str:
         if left is not None and eq > left + 1e-9:
-            return f"over your limit: {left:g} of {total:g} GPUs left"
+            return f"over your limit: {human(left)} of {human(total)} GPUs left"
         return ""
 
     choices = [GpuChoice("0", "No GPU")]
@@ -243,13 +255,19 @@ def gpu_offer(
             choices.append(GpuChoice(f"mig:{profile}", label, bool(reason), note))
 
     enabled = [c.value for c in choices if not c.disabled]
-    default = "0"
+    default, notice = "0", ""
     if default_gpus > 0:
-        for want in (f"any:{default_gpus}", f"full:{default_gpus}"):
-            if want in enabled:
-                default = want
+        wanted = [c for c in choices if c.value in (f"any:{default_gpus}", f"full:{default_gpus}")]
+        for c in wanted:
+            if c.value in enabled:
+                default = c.value
                 break
-    return GpuOffer(choices, summary, default)
+        else:
+            why = wanted[0].note if wanted else "this server offers you no GPU"
+            notice = f"No GPU is selected: {why}."
+    elif len(enabled) == 1 and len(choices) > 1:
+        notice = f"Only 'No GPU' can be chosen now: {choices[1].note}."
+    return GpuOffer(choices, summary, default, notice)
 
 
 def limits_lines(limits, servers_running: int) -> list[str]:

@@ -1,7 +1,8 @@
 """Per-user and per-group limits: read and check the limits file, resolve a user's limits.
 
 The file has four sections (docs/limits.md is the reference, docs/limits.example.yaml an
-example): ``defaults`` names every limit, ``groups`` and ``users`` change some of them, and
+example): ``defaults`` sets limits for everyone (a limit it leaves out takes its value from
+BUILTIN_DEFAULTS), ``groups`` and ``users`` change some of them, and
 ``exemptions`` lift some for one user until a date. ``null`` means unlimited.
 
 :func:`parse_limits` and :func:`resolve` are pure; :class:`LimitsStore` and
@@ -56,6 +57,23 @@ class Limits:
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(Limits))
+#: the value of a limit that ``defaults`` leaves out (docs/limits.md): fair shares of the GPUs
+#: and of the servers, a day of runtime; cores, memory, /dev/shm, processes and idle time are
+#: not limited unless the file says so. A new key gets a built-in value too, so existing files
+#: keep working.
+BUILTIN_DEFAULTS: dict[str, Value] = {
+    "max_gpu_equivalents": 1.0,
+    "max_gpus_per_server": 1,
+    "allow_full_gpu": True,
+    "max_servers": 2,
+    "cpus": None,
+    "memory": None,
+    "shm_size": None,
+    "pids_limit": None,
+    "max_runtime": 24.0,
+    "idle_timeout": None,
+}
+BUILTIN_SOURCE = "built-in default"
 SECTIONS = ("defaults", "groups", "users", "exemptions")
 EXEMPTION_KEYS = ("user", "lifts", "reason", "expires", "granted_by")
 
@@ -239,6 +257,14 @@ class LimitsFile:
     groups: dict[str, dict[str, Value]]  # the keys each group sets
     users: dict[str, dict[str, Value]]  # the keys each user override sets
     exemptions: tuple[Exemption, ...] = ()
+    builtin: tuple[str, ...] = ()  # keys ``defaults`` left out: BUILTIN_DEFAULTS apply
+
+    def builtin_note(self) -> str:
+        """One line for the hub log: which limits take built-in values ("" when none)."""
+        if not self.builtin:
+            return ""
+        shown = ", ".join(f"{k}={format_limit(k, self.defaults[k])}" for k in self.builtin)
+        return f"The limits file {self.source} leaves out defaults; built-in values apply: {shown}"
 
 
 def parse_limits(text: str, source: str = "limits file") -> LimitsFile:
@@ -332,15 +358,13 @@ class _Parser:
         for name, (k, _) in sections.items():
             if name not in SECTIONS:
                 self.problem(k, name, f"is not a section{_hint(name, SECTIONS)}")
-        if "defaults" not in sections:
-            self.problem(root, "defaults", "is missing; it must name every limit (null: none).")
-            defaults: dict[str, Value] = {}
-        else:
-            k, v = sections["defaults"]
-            defaults = self.limits(v, "defaults")
-            missing = ", ".join(key for key in KEYS if key not in self.mapping(v, "defaults"))
-            if missing and (_is_null(v) or isinstance(v, yaml.MappingNode)):
-                self.problem(k, "defaults", f"must name every limit (null: none); no {missing}.")
+        defaults: dict[str, Value] = {}
+        if not sections:  # an empty file is a mistake (a truncated write), not "built-ins"
+            self.problem(root, "defaults", "is missing, and so is every other section.")
+        if "defaults" in sections:
+            defaults = self.limits(sections["defaults"][1], "defaults")
+        builtin = tuple(key for key in KEYS if key not in defaults)
+        defaults = {key: defaults.get(key, BUILTIN_DEFAULTS[key]) for key in KEYS}
         named = {}
         for section in ("groups", "users"):
             pairs = self.mapping(sections[section][1], section) if section in sections else {}
@@ -348,7 +372,9 @@ class _Parser:
         exemptions = self.exemptions(sections["exemptions"][1]) if "exemptions" in sections else ()
         if self.problems:
             raise LimitsError(self.problems)
-        return LimitsFile(self.source, defaults, named["groups"], named["users"], exemptions)
+        return LimitsFile(
+            self.source, defaults, named["groups"], named["users"], exemptions, builtin
+        )
 
     def exemptions(self, node: yaml.Node) -> tuple[Exemption, ...]:
         if _is_null(node):
@@ -441,17 +467,20 @@ def explain(user: str, groups: Iterable[str], doc: LimitsFile, now: datetime) ->
        unlimited (``allow_full_gpu``: true). A naive ``now`` is taken as UTC.
     """
     values, sources = dict(doc.defaults), dict.fromkeys(KEYS, "defaults")
+    sources.update(dict.fromkeys(doc.builtin, BUILTIN_SOURCE))
     names = {groups} if isinstance(groups, str) else set(groups)  # one group name, by mistake
     member = sorted(names & doc.groups.keys())
     for key in KEYS:
         offers = [
             (doc.groups[g][key], f"group {g}")
             if key in doc.groups[g]
-            else (values[key], "defaults")
+            else (values[key], sources[key])
             for g in member
         ]
         if offers:  # the most generous; on a tie, a group that sets it over the defaults
-            values[key], sources[key] = max(offers, key=lambda o: (_rank(o[0]), o[1] != "defaults"))
+            values[key], sources[key] = max(
+                offers, key=lambda o: (_rank(o[0]), o[1] not in ("defaults", BUILTIN_SOURCE))
+            )
     for key, value in doc.users.get(user, {}).items():
         values[key], sources[key] = value, f"user {user}"
     active = [e for e in doc.exemptions if e.user == user and e.active(now)]
@@ -528,6 +557,8 @@ class LimitsStore:
         self._sig: tuple[int, ...] | None = _io(self.path, lambda: _signature(self.path))
         self._text = _io(self.path, lambda: self.path.read_text("utf-8"))
         self._doc = parse_limits(self._text, str(self.path))
+        if self._doc.builtin:
+            self.log.info("%s (docs/limits.md).", self._doc.builtin_note())
         self._broken: str | None = None  # the error already logged for the version on disk
         self.loaded_at = clock()
         #: called as ``on_event("limits_reload", file=...)`` / ``("limits_error", file=...,
@@ -567,6 +598,8 @@ class LimitsStore:
                 return self._doc
             if text != self._text or self._broken is not None:
                 self.log.info("Loaded the limits file %s; its limits are in force now.", self.path)
+                if doc.builtin:
+                    self.log.info("%s (docs/limits.md).", doc.builtin_note())
                 self._doc, self._text, self.loaded_at = doc, text, self.clock()
                 self._tell("limits_reload")
             self._sig, self._broken = sig, None

@@ -31,7 +31,7 @@ from urllib.parse import quote, urlparse
 import docker
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
-from tornado import httpclient, ioloop, web
+from tornado import httpclient, web
 
 from .errors import DOCKER_ERRORS
 from .gpus.table import hub_containers_filter, server_containers
@@ -40,6 +40,7 @@ from .limits import KEYS, LimitsError, explain, format_limit
 from .projects_api import ProjectsAPI, spawner_settings
 from .quota import usage_of
 from .session_api import KeepRunningAPI, SessionAPI
+from .service_signals import run_until_signalled
 from .spawner_limits import limits_store, unix_groups
 
 SERVICE_NAME = "ds01-limits"
@@ -298,10 +299,7 @@ def main() -> None:
     app = make_app(limits_file, prefix, Engine(os.environ.get("DS01_DOCKER_HOST") or None))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app.listen(url.port, url.hostname)
-    try:
-        ioloop.IOLoop.current().start()
-    except KeyboardInterrupt:  # the hub stops its managed services with SIGINT
-        pass
+    run_until_signalled()  # SIGINT (how the hub stops its services) or SIGTERM
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ class ServerFacts:
 
     name: str  # "" for the default server
     project: str
-    state: str  # "running", "starting", "stopping", "stopped"
+    state: str  # "running", "starting", "stopping", "not running"
     url: str
     started: datetime | None
     last_activity: datetime | None
@@ -92,7 +92,7 @@ def home_rows(
     culler = culler or {}
     by_project: dict[str, ServerFacts] = {}
     for s in servers:
-        if s.project and (s.project not in by_project or s.state != "stopped"):
+        if s.project and (s.project not in by_project or s.state != "not running"):
             by_project[s.project] = s
     names = sorted({p.name for p in projects} | set(by_project))
     rows = []
@@ -158,7 +158,15 @@ def _state(spawner) -> str:
         return "starting"
     if spawner.ready:
         return "running"
-    return "stopped"
+    return "not running"  # the word of the form, the home page and the CLI
+
+
+def shown_workspace(template: str, username: str) -> str:
+    """The user's workspace folder as the deployment names it (``workspace_root`` with the
+    user's name, not expanded: no account lookup), for the pages' sentences."""
+    from .names import path_safe_username
+
+    return template.format(username=path_safe_username(username)).rstrip("/")
 
 
 class HomeView:
@@ -168,6 +176,10 @@ class HomeView:
         self.user = user
         self.culler_state_file = culler_state_file
         self.problems: list[str] = []
+
+    @property
+    def workspace(self) -> str:
+        return shown_workspace(self.user.spawner.workspace_root, self.user.name)
 
     async def rows(self) -> list[HomeRow]:
         user = self.user

@@ -29,6 +29,7 @@ class ServerUse:
     server: str
     gpus: tuple[str, ...]
     gpu_equivalents: float
+    starting: bool = False  # a launch in progress: waiting for a GPU, building, creating
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,66 @@ def usage_of(user: str, containers: Iterable[Mapping], exclude_server: str | Non
     return Usage(tuple(servers))
 
 
+def with_launches(usage: Usage, launches: Iterable[ServerUse]) -> Usage:
+    """``usage`` plus the launches in progress whose server has no container yet.
+
+    Launches waiting in the GPU queue or building their image count toward the user's servers
+    and GPUs: otherwise one user could queue any number of them (docs/limits.md).
+    """
+    have = {s.server for s in usage.servers}
+    extra = [u for u in launches if u.server not in have]
+    if not extra:
+        return usage
+    return Usage(tuple(sorted((*usage.servers, *extra), key=lambda s: s.project)))
+
+
+def min_equivalents(request: GpuRequest, devices: list[Device]) -> float:
+    """The fewest GPU-equivalents ``request`` can be served with on this server (its cheapest
+    candidates): a launch whose limits do not allow even that is refused at once."""
+    from .gpus.allocator import candidates
+
+    if not request.wants_gpu:
+        return 0.0
+    shares = sorted(d.share for d in candidates(request, devices))
+    return round(sum(shares[: request.count]), 4)
+
+
+class Launches:
+    """The launches in progress in this hub process, per user (a hub-wide component).
+
+    A launch is claimed when its limits allow it (before any folder or image is made) and
+    released when its start ends, served or not. Claim and check run without an ``await``
+    between them, so of many concurrent launches of one user only as many as the limits allow
+    get through.
+    """
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, dict[str, ServerUse]] = {}
+
+    def others(self, user: str, server: str) -> list[ServerUse]:
+        return [u for name, u in self._by_user.get(user, {}).items() if name != server]
+
+    def claim(self, user: str, use: ServerUse) -> None:
+        self._by_user.setdefault(user, {})[use.server] = use
+
+    def release(self, user: str, server: str) -> None:
+        mine = self._by_user.get(user, {})
+        mine.pop(server, None)
+        if not mine:
+            self._by_user.pop(user, None)
+
+
 def _fmt(x: float) -> str:
     return f"{x:.1f}" if abs(x - round(x, 1)) < 1e-9 else f"{x:.2f}"
 
 
 def _projects(usage: Usage) -> str:
-    return f" (projects: {', '.join(usage.projects)})" if usage.servers else ""
+    names = [f"{s.project} (starting)" if s.starting else s.project for s in usage.servers]
+    return f" (projects: {', '.join(names)})" if usage.servers else ""
+
+
+def _running(usage: Usage) -> str:
+    return "running or starting" if any(s.starting for s in usage.servers) else "running"
 
 
 def shape_request(request: GpuRequest, limits, devices: list[Device]) -> GpuRequest:
@@ -133,7 +188,8 @@ def check_servers(usage: Usage, limits) -> None:
     if limit is not None and len(usage.servers) + 1 > limit:
         raise LimitRefused(
             429,
-            f"You are running {len(usage.servers)} of your {limit} servers{_projects(usage)}. "
+            f"You are {_running(usage)} {len(usage.servers)} of your {limit} servers"
+            f"{_projects(usage)}. "
             f"Retire one or ask an admin for more.",
         )
 

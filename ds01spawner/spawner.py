@@ -27,12 +27,14 @@ from .container_spec import (
     build_container_spec,
 )
 from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
+from .form import STANDARD_IMAGE
 from .gpus.allocator import equivalents
 from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
 from .logsafe import untrusted
 from .metrics import observe
 from .names import container_name, oauth_client_id, path_safe_username
+from .passwd import install_identity
 from .ports import PortPool
 from .progress import ProgressLog
 from .projects import BUILTIN_TEMPLATES, TemplateError, apply_template, check_templates
@@ -354,7 +356,10 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
         return self._query_to_options(query_data)
 
     async def check_allowed(self, image: str) -> str:
-        """DockerSpawner's image check: only ``offered_images`` (launch_options checked it)."""
+        """DockerSpawner's image check: only ``offered_images`` (launch_options checked it),
+        or ``standard``: the configured image, without the project's Dockerfile."""
+        if image == STANDARD_IMAGE:
+            return self.image
         if image in self.offered_images:
             return image
         raise user_error(400, "That image is not offered on this server.")
@@ -543,11 +548,13 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
         request, the user's limits, the workspace. Each refusal is a user_error."""
         ident = await self._identity()
         self._gpu_broker, self._gpu_request, devices = await self._parse_gpu_request()
+        self._gpu_devices = devices
         self._limits = await self.effective_limits()
         try:
             self._gpu_request = shape_request(self._gpu_request, self._limits, devices)
         except LimitRefused as e:
             self.refuse(e)
+        await self.claim_launch()  # servers and GPUs, before any folder or image is made
         self.progress_log.emit(10, f"Preparing workspace for project {project}")
         try:
             ws = await asyncio.get_running_loop().run_in_executor(
@@ -587,7 +594,18 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
             )
         if options.template:
             await self._apply_template(ws.project_dir, options.template, ident)
-        if options.image:
+        if options.image == STANDARD_IMAGE:
+            self.run_image = ""  # the standard image (as without a Dockerfile): to fix one
+            self.progress_log.emit(
+                20, f"Using the standard image {self.image}, not the project's Dockerfile"
+            )
+            self.log.info(
+                "user=%s project=%s launches with the standard image %s (Dockerfile ignored)",
+                self.user.name,
+                project,
+                self.image,
+            )
+        elif options.image:
             self.run_image = options.image  # an offered image, instead of the project's own
         else:
             # the project's own image when it has a Dockerfile (built when needed), else image
@@ -630,6 +648,12 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
         project = options.project
         self._check_project_free(project)
         self.project = project  # at once: a concurrent launch of the same project sees it
+        try:
+            return await self._start(project, options)
+        finally:
+            self.release_launch()
+
+    async def _start(self, project: str, options) -> tuple[str, int]:
         try:
             await self._before_create(project, options)
         except BaseException:
@@ -750,8 +774,33 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
 
     async def create_object(self) -> dict:
         obj = await self.allocate_and_create(self._create_container)
+        await self._install_identity(obj["Id"])
         self.progress_log.emit(60, "Starting the container")
         return obj
+
+    async def _install_identity(self, container_id: str) -> None:
+        """The user's name in the container (passwd.py): whoami, the terminal prompt."""
+        ident: Identity = self._identity_used
+        home = self.home_dir.format(username=path_safe_username(self.user.name))
+        try:
+            await asyncio.wrap_future(
+                self.executor.submit(
+                    install_identity,
+                    self.client,
+                    container_id,
+                    self.user.name,
+                    ident.uid,
+                    ident.gid,
+                    home,
+                )
+            )
+        except ValueError as e:  # the image's own files stay; the server still starts
+            self.log.warning(
+                "No user name in the container of user=%s project=%s: %s",
+                self.user.name,
+                self.project,
+                e,
+            )
 
     async def _create_container(self, devices: list[Device]) -> dict:
         self.progress_log.emit(40, "Creating a fresh container")

@@ -19,6 +19,7 @@ from .errors import DOCKER_ERRORS, user_error
 from .form import (
     NEW_PROJECT,
     OPTION_KEYS,
+    STANDARD_IMAGE,
     GpuOffer,
     LaunchOptions,
     OptionsError,
@@ -31,8 +32,9 @@ from .gpus import InventoryError
 from .gpus.allocator import busy_outside
 from .gpus.table import holders
 from .images.context import read_top_file
+from .pages import shown_workspace
 from .projects import list_projects
-from .quota import usage_of
+from .quota import LimitRefused, check_servers, usage_of, with_launches
 from .workspace import WorkspaceError, workspace_root_for
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
@@ -176,11 +178,12 @@ class FormSteps:
         limits = await self.effective_limits()
         offer = await self._gpu_offer(containers, limits, problems)
         usage = usage_of(self.user.name, containers)
-        if limits.max_servers is not None and len(usage.servers) >= limits.max_servers:
-            problems.append(
-                f"You are running {len(usage.servers)} of your {limits.max_servers} servers. "
-                f"Retire one on the home page before you launch another."
-            )
+        blocked = False
+        try:  # the same sentence a launch would be refused with (quota.check_servers)
+            check_servers(with_launches(usage, self.launches.others(self.user.name, "")), limits)
+        except LimitRefused as e:
+            problems.append(str(e))
+            blocked = True
         running = {s.project for s in usage.servers}
         environments = await self._environments(projects)
         rows = [
@@ -211,7 +214,10 @@ class FormSteps:
             gpu=offer,
             images=[{"ref": r, "description": d} for r, d in self.offered_images.items()],
             default_image=self.image,
+            standard_value=STANDARD_IMAGE,
             limits=limits_lines(limits, len(usage.servers)),
             user_name=self.user.name,
+            workspace=shown_workspace(self.workspace_root, self.user.name),
+            blocked=blocked,
             spawn_base=f"{self.hub.base_url}spawn/{self.user.escaped_name}/",
         )

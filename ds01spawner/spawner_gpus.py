@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from jupyterhub import orm
 
-from .errors import DOCKER_ERRORS, GPU_INVENTORY_DOWN_MESSAGE, user_error
+from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, GPU_INVENTORY_DOWN_MESSAGE, user_error
 from .gpus import InventoryError
 from .gpus.allocator import GpuRequest, NoFit, RequestError, busy_outside, candidates, equivalents
 from .gpus.allocator import noun as device_noun
@@ -21,7 +21,17 @@ from .gpus.model import Device
 from .gpus.queue import AlreadyWaiting, GpuQueue, QueueCancelled, Waiter, ordinal, plan
 from .gpus.table import holders, hub_containers_filter, server_containers
 from .names import hub_id
-from .quota import LimitRefused, check_gpu_equivalents, check_servers, usage_of
+from .quota import (
+    Launches,
+    LimitRefused,
+    ServerUse,
+    Usage,
+    check_gpu_equivalents,
+    check_servers,
+    min_equivalents,
+    usage_of,
+    with_launches,
+)
 
 # Containers created before this hub process started and unknown to its database are orphans
 # of a hub that died mid-spawn; they are removed at the first allocation (see _sweep_orphans).
@@ -37,6 +47,8 @@ class GpuSteps:
     pending_removal: set[str] = set()
     _alloc_lock: asyncio.Lock | None = None
     _queue: GpuQueue | None = None
+    #: the hub's launches in progress (waiting, building, creating): they count toward limits
+    launches = Launches()
 
     def gpu_queue(self) -> GpuQueue:
         """The hub's queue of launches waiting for a device (one per hub process)."""
@@ -79,6 +91,43 @@ class GpuSteps:
         except RequestError as e:
             self.log.warning("Refused GPU request of user=%s: %s", self.user.name, e)
             raise user_error(400, str(e)) from e
+
+    def _usage(self, containers: list[dict]) -> Usage:
+        """What the user holds and is launching, without this launch."""
+        mine = usage_of(self.user.name, containers, exclude_server=self.name)
+        return with_launches(mine, GpuSteps.launches.others(self.user.name, self.name))
+
+    def _check_usage(self, usage: Usage) -> None:
+        """Refuse (the limit's sentence) a launch the user's limits do not allow now, whatever
+        devices it would get: such a launch never waits in the GPU queue."""
+        devices = getattr(self, "_gpu_devices", [])
+        try:
+            check_servers(usage, self._limits)
+            check_gpu_equivalents(usage, min_equivalents(self._gpu_request, devices), self._limits)
+        except LimitRefused as e:
+            self.gpu_uuids = []
+            self.refuse(e)
+
+    async def claim_launch(self) -> None:
+        """Check the user's servers and GPUs (running and launching) before any folder or image
+        is made, and count this launch among theirs until its start ends (release_launch)."""
+        try:
+            containers = await self._ds01_containers()
+        except DOCKER_ERRORS as e:
+            self.log.error(
+                "Docker engine error while checking the limits of user=%s project=%s: %s. "
+                "Check that dockerd runs (docker info).",
+                self.user.name,
+                self.project,
+                e,
+            )
+            raise user_error(503, ENGINE_DOWN_MESSAGE) from e
+        self._check_usage(self._usage(containers))  # no await between check and claim
+        need = min_equivalents(self._gpu_request, getattr(self, "_gpu_devices", []))
+        GpuSteps.launches.claim(self.user.name, ServerUse(self.project, self.name, (), need, True))
+
+    def release_launch(self) -> None:
+        GpuSteps.launches.release(self.user.name, self.name)
 
     async def _ds01_containers(self) -> list[dict]:
         """This hub's DS01 containers, in any state (docker ps -a, filtered by label and name)."""
@@ -164,9 +213,9 @@ class GpuSteps:
                     if not GpuSteps._orphans_swept:
                         containers = await self._sweep_orphans(containers)
                         GpuSteps._orphans_swept = True
-                    usage = usage_of(self.user.name, containers, exclude_server=self.name)
+                    usage = self._usage(containers)
+                    self._check_usage(usage)  # before the line: never wait for the impossible
                     try:
-                        check_servers(usage, self._limits)
                         if queue is not None and waiter is None and len(queue):
                             waiter = self._join_queue(queue)  # never jump the line
                         devices = self._assign_gpus(containers, snapshot, waiter, queue)
@@ -217,6 +266,12 @@ class GpuSteps:
         if phases is not None:
             phases["allocate"] = round(now - t0, 3)
         self._t_allocated = now
+        orm_spawner = getattr(self, "orm_spawner", None)
+        if orm_spawner is not None:
+            # "Started" (home page, admin view, the culler's runtime limit) is when the server
+            # got its devices, not when it was requested: a wait in the GPU queue or a build
+            # does not count. The hub commits it with the server.
+            orm_spawner.started = datetime.now(timezone.utc).replace(tzinfo=None)
         if devices:
             self.audit(
                 "allocate",

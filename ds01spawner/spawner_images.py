@@ -478,6 +478,18 @@ class ImageSteps(LoggingConfigurable):
         memory = getattr(getattr(self, "_limits", None), "memory", None)
         return {"memory": memory, "memswap": memory} if memory else None
 
+    @staticmethod
+    def shown_step(line: str) -> str | None:
+        """A build's ``Step n/m : ...`` line as the user wrote the Dockerfile: the engine counts
+        the ``LABEL ds01.image.digest=...`` step DS01 adds at the end (``labels=``); that step is
+        not shown (None) and the total leaves it out."""
+        m = STEP_RE.fullmatch(line)
+        if not m:
+            return line
+        if m[3].startswith(f"LABEL {DIGEST_LABEL}="):
+            return None
+        return f"Step {m[1]}/{max(int(m[2]) - 1, int(m[1]))} : {m[3]}"
+
     def _build_listener(self):
         """Each build line to the spawn page: steps move the bar, output lines are messages."""
         state = {"percent": BUILD_FROM, "shown": 0}
@@ -487,7 +499,9 @@ class ImageSteps(LoggingConfigurable):
             if m:
                 n, total = int(m[1]), max(int(m[2]), 1)
                 state["percent"] = BUILD_FROM + (BUILD_TO - BUILD_FROM) * (n - 1) // total
-                self.progress_log.emit(state["percent"], line)
+                shown = ImageSteps.shown_step(line)
+                if shown is not None:
+                    self.progress_log.emit(state["percent"], shown)
                 return
             if line.startswith((" ---> ", "Removing intermediate container")):
                 return
@@ -509,20 +523,25 @@ class ImageSteps(LoggingConfigurable):
             return user_error(503, ENGINE_DOWN_MESSAGE)
         assert isinstance(e, BuildError)
         if isinstance(e, BuildTimeout):
-            at = f", at {e.step}" if e.step else ", before its first step"
+            step = self.shown_step(e.step) if e.step else None
+            at = f", at {step}" if step else ", before its first step"
             head = (
                 f"Building your image took too long: it was stopped after {e.seconds:.0f} s "
                 f"(the limit is {self.image_build_timeout} s){at}."
             )
             status = 504
         else:
-            what = f"{e.step} failed" if e.step else f"Docker refused it ({e.reason})"
+            step = self.shown_step(e.step) if e.step else None
+            what = f"{step} failed" if step else f"Docker refused it ({e.reason})"
             head = f"Your image could not be built: {what}."
             status = 422
         tail = "\n".join(line[:300] for line in e.tail[-TAIL_IN_MESSAGE:])
         foot = (
             f"The full log is in {BUILD_LOG} in your project folder "
-            f"(/workspace/{BUILD_LOG}). Your files are safe; fix the Dockerfile and launch again."
+            f"(/workspace/{BUILD_LOG}). Your files are safe. To fix the Dockerfile in "
+            f"JupyterLab, launch this project with the standard image {self.image} (on the "
+            f"form: Environment, 'Standard image'; in a terminal: ds01 project launch "
+            f"{self.project} --standard-image), then launch it as usual again."
         )
         err = user_error(status, f"{head} Last lines of its output:\n{tail}\n{foot}")
         err.jupyterhub_html_message = (
@@ -540,12 +559,13 @@ class ImageSteps(LoggingConfigurable):
         started: datetime,
         error: Exception | None,
     ) -> None:
+        step = self.shown_step(error.step) if getattr(error, "step", None) else None
         if error is None:
             outcome = f"built in {job.elapsed():.1f} s"
         elif isinstance(error, BuildTimeout):
-            outcome = f"STOPPED: {error} at {error.step or 'the start'}"
+            outcome = f"STOPPED: {error} at {step or 'the start'}"
         elif isinstance(error, BuildError):
-            outcome = f"FAILED at {error.step or 'the start'}: {error.reason}"
+            outcome = f"FAILED at {step or 'the start'}: {error.reason}"
         else:
             outcome = f"FAILED: {error}"
         text = "\n".join(
@@ -553,7 +573,7 @@ class ImageSteps(LoggingConfigurable):
                 f"# DS01 image build of project {self.project or ref} for {self.user.name}",
                 f"# started {started.isoformat(timespec='seconds')}, image {ref}",
                 f"# content hash {digest}",
-                *job.lines(),
+                *(s for s in map(self.shown_step, job.lines()) if s is not None),
                 f"# {outcome}",
                 "",
             ]

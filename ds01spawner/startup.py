@@ -15,6 +15,7 @@ from .gpus import InventoryError, make_inventory
 from .gpus.queue import GpuQueue
 from .limits import LimitsError
 from .projects_api import SETTING_DEFAULTS, SETTINGS_ENV
+from .settings import spawner_settings
 
 log = logging.getLogger("ds01spawner")
 
@@ -30,7 +31,7 @@ def check_config(config: Any) -> None:
     GPU inventory ``auto`` and ``none`` always start (``auto`` falls back to no GPUs and logs
     why); ``nvml`` must initialise and ``simulated`` must have a valid list.
     """
-    section = config.get("DS01Spawner", {})
+    section = spawner_settings(config)
     check_timeouts(config)
     if section.get("gpu_queue_file"):
         # This hub process starts with nobody waiting: launches that waited in a previous one
@@ -61,11 +62,7 @@ def check_config(config: Any) -> None:
 
 def _setting(config: Any, name: str, default: Any) -> Any:
     """A spawner setting as the spawner would see it (the most specific section wins)."""
-    for section in ("DS01Spawner", "ImageSteps", "DockerSpawner", "Spawner"):
-        values = config.get(section, {})
-        if name in values:
-            return values[name]
-    return default
+    return spawner_settings(config).get(name, default)
 
 
 def check_timeouts(config: Any) -> None:
@@ -113,7 +110,7 @@ def configure_services(config: Any, port: int, admin_port: int | None = None) ->
     own earlier registrations, and gives every user's token access to ``ds01-limits``.
     """
 
-    section = config.get("DS01Spawner", {})
+    section = spawner_settings(config)  # whichever section (Spawner, DockerSpawner, ...) set it
     env = {
         "DS01_LIMITS_FILE": section.get("limits_file", ""),
         "DS01_CONTAINER_PREFIX": section.get("prefix", "ds01"),
@@ -152,7 +149,7 @@ def configure_services(config: Any, port: int, admin_port: int | None = None) ->
     config.JupyterHub.load_roles = roles
     from .culler.registration import register_culler
 
-    register_culler(config)
+    register_culler(config, section)
     register_admin(config, env, port + 1 if admin_port is None else admin_port)
 
 
@@ -169,7 +166,7 @@ def register_admin(config: Any, env: dict, port: int) -> None:
 
     from .audit import environment as audit_environment
 
-    section = config.get("DS01Spawner", {})
+    section = spawner_settings(config)
     admin_env = {**env, **audit_environment(section), **_inventory_environment(section)}
     _register_service(
         config, "ds01-admin", "ds01spawner.admin", port, admin_env, True, ADMIN_SCOPES

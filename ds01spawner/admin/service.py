@@ -28,7 +28,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from tornado import httpclient, ioloop, web
+from tornado import httpclient, web
 
 from .. import audit
 from ..culler.state import read_for_page
@@ -37,9 +37,10 @@ from ..gpus import InventoryError, make_inventory
 from ..gpus.table import hub_containers_filter, server_containers
 from ..limits import KEYS, LimitsError, explain, load_limits_file
 from ..limits_service import Engine
+from ..service_signals import run_until_signalled
 from ..spawner_limits import limits_store
 from .exemptions import ExemptionError, grant
-from .views import gpu_rows, gpu_summary, user_rows
+from .views import gpu_rows, gpu_summary, queue_rows, user_rows
 
 SERVICE_NAME = "ds01-admin"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -193,6 +194,7 @@ class AdminHandler(HubOAuthenticated, web.RequestHandler):
             "inventory_error": self.ctx.inventory_error or None,
             "users": user_rows(users, containers, limits_of, culler, now),
             "queue": self.queue(),
+            "queue_rows": queue_rows(self.queue()["waiting"], now),
             "limits_file": self.ctx.limits_file or None,
         }
 
@@ -433,7 +435,4 @@ def main() -> None:
     app = make_app(Context())
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app.listen(url.port, url.hostname)
-    try:
-        ioloop.IOLoop.current().start()
-    except KeyboardInterrupt:  # the hub stops its managed services with SIGINT
-        pass
+    run_until_signalled()  # SIGINT (how the hub stops its services) or SIGTERM

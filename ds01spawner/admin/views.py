@@ -115,6 +115,9 @@ def user_rows(
             if deadline is None and limits is not None and limits.max_runtime is not None:
                 deadline = started + timedelta(hours=limits.max_runtime) if started else None
             idle_deadline = _time(info.get("idle_deadline"))
+            starting = used is None and s.get("pending") == "spawn"
+            if starting:  # waiting for a GPU or building: its runtime has not begun
+                deadline = idle_deadline = None
             servers.append(
                 {
                     "name": sname,
@@ -129,7 +132,8 @@ def user_rows(
                     "runtime_deadline": deadline.isoformat(timespec="seconds")
                     if deadline
                     else None,
-                    "runtime_left": left(deadline, now) or "unlimited",
+                    "state": "starting" if starting else ("running" if used else "stopping"),
+                    "runtime_left": "" if starting else (left(deadline, now) or "unlimited"),
                     "idle_deadline": idle_deadline.isoformat(timespec="seconds")
                     if idle_deadline
                     else None,
@@ -150,4 +154,23 @@ def user_rows(
                 "limits": limits.as_dict() if limits else None,
             }
         )
+    return rows
+
+
+def queue_rows(waiting: Iterable[Mapping], now: datetime) -> list[dict]:
+    """The published GPU queue for people: since when (UTC clock time) and for how long."""
+    rows = []
+    for w in waiting:
+        row = dict(w)
+        since = w.get("since")
+        if isinstance(since, (int, float)):
+            at = datetime.fromtimestamp(since, timezone.utc)
+            minutes = max(0, int((now - at).total_seconds() // 60))
+            row["since_shown"] = f"{at:%H:%M:%S} UTC ({minutes} min ago)"
+        else:
+            row["since_shown"] = ""
+        what = w.get("gpu_type") or "any"
+        count = w.get("gpus", 1)
+        row["wants"] = f"{count} {'GPU' if count == 1 else 'GPUs'} ({what})"
+        rows.append(row)
     return rows

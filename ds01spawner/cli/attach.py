@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -50,6 +51,27 @@ async def attach(client: HubClient, server: str, commands: str | None, timeout: 
             pass  # the shell's exit may have removed it already
 
 
+# terminal control sequences: CSI (colours, bracketed paste "[?2004h"), OSC (window titles),
+# other two-byte escapes; a sequence cut at the end of a chunk is kept for the next one
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\x1b[()][0-9A-Za-z]"
+)
+_CUT = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|\x1b?|[()])?\Z")
+
+
+def plain_text(chunk: str, carry: str = "") -> tuple[str, str]:
+    """Output of a terminal as plain text for a pipe or a log: (text, carry for the next chunk).
+
+    Control sequences are dropped, ``\\r\\n`` becomes ``\\n`` and a lone ``\\r`` is dropped."""
+    text = carry + chunk
+    cut = _CUT.search(text)
+    carry = ""
+    if cut and cut.start() < len(text):
+        text, carry = text[: cut.start()], text[cut.start() :]
+    text = _CONTROL.sub("", text).replace("\r\n", "\n").replace("\r", "")
+    return text, carry
+
+
 async def _batch(conn, commands: str, timeout: float) -> int:
     cols, rows = shutil.get_terminal_size((120, 40))
     await conn.write_message(json.dumps(["set_size", rows, cols]))
@@ -58,6 +80,7 @@ async def _batch(conn, commands: str, timeout: float) -> int:
     out = sys.stdout.buffer
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    carry = ""
     while True:
         left = deadline - loop.time()
         if left <= 0:
@@ -68,7 +91,8 @@ async def _batch(conn, commands: str, timeout: float) -> int:
             return 0
         kind, *args = json.loads(message)
         if kind == "stdout":
-            out.write(args[0].encode("utf-8", "replace"))
+            text, carry = plain_text(args[0], carry)
+            out.write(text.encode("utf-8", "replace"))
             out.flush()
         elif kind == "disconnect":
             return 0

@@ -15,9 +15,10 @@ import threading
 import time
 import webbrowser
 
+from ..names import project_name_problem
 from . import config
 from .client import HubClient, HubError
-from .output import Out
+from .output import Out, gpus
 
 ALIASES = {
     "project": "ds01 project",
@@ -120,6 +121,8 @@ def cmd_launch(args, client: HubClient, out: Out) -> int:
     options = gpu_options(args)
     if args.image:
         options["image"] = args.image
+    if getattr(args, "standard_image", False):
+        options["image"] = "standard"  # form.STANDARD_IMAGE: the project's Dockerfile is ignored
     if args.template:
         options["template"] = args.template
     if args.background:
@@ -220,7 +223,7 @@ def cmd_container_list(args, client: HubClient, out: Out) -> int:
         (i["project"], i["state"], ",".join(i["gpus"]) or "-", i["started"][:16], i["url"])
         for i in items
     ]
-    out.table(("PROJECT", "STATE", "GPUS", "STARTED", "URL"), rows)
+    out.table(("PROJECT", "STATE", "GPUS", "STARTED", "URL"), rows, cut=False)
     return 0
 
 
@@ -253,7 +256,7 @@ def cmd_check_limits(args, client: HubClient, out: Out) -> int:
     usage = body["usage"]
     projects = ", ".join(p["project"] for p in usage["projects"]) or "none"
     out.line(
-        f"Using now: {usage['servers']} server(s), {usage['gpu_equivalents']:g} GPUs "
+        f"Using now: {usage['servers']} server(s), {gpus(usage['gpu_equivalents'])} GPUs "
         f"(projects: {projects})"
     )
     for w in queue.get("waiting", []):
@@ -308,7 +311,7 @@ def _state(server: dict | None) -> str:
         return "not running"
     if server.get("ready"):
         return "running"
-    return {"spawn": "starting", "stop": "stopping"}.get(server.get("pending") or "", "stopped")
+    return {"spawn": "starting", "stop": "stopping"}.get(server.get("pending") or "", "not running")
 
 
 # ---- the parser -------------------------------------------------------------------------------
@@ -320,7 +323,14 @@ def _gpu_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mig", metavar="PROFILE", help="one MIG slice of this profile, e.g. 3g.20gb")
     g.add_argument("--no-gpu", action="store_true", help="no GPU")
     p.add_argument("--full", action="store_true", help="whole GPUs only (with --gpus)")
-    p.add_argument("--image", help="an image the admins offer, instead of the project Dockerfile")
+    im = p.add_mutually_exclusive_group()
+    im.add_argument("--image", help="an image the admins offer, instead of the project Dockerfile")
+    im.add_argument(
+        "--standard-image",
+        action="store_true",
+        help="the server's standard image, ignoring the project's Dockerfile (to fix one that "
+        "does not build)",
+    )
     p.add_argument("--template", help="create the project from this template on first launch")
 
 
@@ -406,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "needs_hub", True) is False:
             return args.func(args, out)
+        problem = project_name_problem(args.name) if hasattr(args, "name") else None
+        if problem:  # said here, before the hub is asked (it would answer 404 or its own words)
+            raise Failed(problem)
         settings = config.load()
         client = HubClient(
             settings.url, settings.token, timeout=min(args.timeout, 60), insecure=args.insecure

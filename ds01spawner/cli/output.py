@@ -25,14 +25,17 @@ class Out:
     def json(self, value) -> None:
         print(json.dumps(value, indent=2, default=str), file=self.stream, flush=True)
 
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        """Columns as wide as their widest cell; the last column is cut to the terminal."""
+    def table(
+        self, headers: Sequence[str], rows: Sequence[Sequence[object]], cut: bool = True
+    ) -> None:
+        """Columns as wide as their widest cell; the last column is cut to the terminal unless
+        ``cut`` is False (a URL cut short is no use: the terminal wraps it instead)."""
         cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
         widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
         width = shutil.get_terminal_size((100, 20)).columns
         for n, row in enumerate(cells):
             text = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            if len(text) > width:
+            if cut and len(text) > width:
                 text = text[: width - 1] + "…"
             self.line(self.paint(text, "bold") if n == 0 else text)
 
@@ -49,3 +52,9 @@ class Out:
         print(text.ljust(cols - 1), end="", file=self.stream, flush=True)
         if percent >= 100:
             print(file=self.stream, flush=True)
+
+
+def gpus(x: float) -> str:
+    """GPU-equivalents for people: at most 2 decimals (0.2857 -> "0.29", 2.0 -> "2")."""
+    text = f"{float(x):.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text

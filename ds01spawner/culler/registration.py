@@ -40,13 +40,14 @@ def _plain(name: str, value: Any) -> Any:
     return value
 
 
-def register_culler(config: Any) -> None:
+def register_culler(config: Any, spawner: dict | None = None) -> None:
     """Add (or replace) the ``ds01-culler`` service and role in ``config``.
 
     The culler gets the spawner's limits file, prefix, Docker host and GPU inventory by
     environment, its own ``c.DS01Culler`` settings as JSON, and the state file's absolute path,
     which is also written back to ``c.DS01Culler.state_file`` for the hub's home page.
-    ``c.DS01Culler.enabled = False`` removes it.
+    ``c.DS01Culler.enabled = False`` removes it. ``spawner``: the spawner's effective settings
+    (settings.spawner_settings, computed here when not given).
     """
     services = [s for s in config.JupyterHub.get("services", []) if s.get("name") != SERVICE_NAME]
     roles = [r for r in config.JupyterHub.get("load_roles", []) if r.get("name") != SERVICE_NAME]
@@ -56,7 +57,10 @@ def register_culler(config: Any) -> None:
         return
     path = state_path(config)
     config.DS01Culler.state_file = path
-    spawner = config.get("DS01Spawner", {})
+    if spawner is None:
+        from ..settings import spawner_settings  # hub side: reads the spawner's class
+
+        spawner = spawner_settings(config)
     settings = {k: _plain(k, v) for k, v in section.items() if k not in _HUB_ONLY}
     env = {
         "DS01_CULLER_CONFIG": json.dumps(settings),

@@ -406,9 +406,12 @@ def normalized(image: str) -> str:
 
 def is_allowed(image: str, patterns: Iterable[str]) -> bool:
     """True when ``image`` (as written, or with ``:latest`` added) matches one of ``patterns``
-    (fnmatch-style, case-sensitive; ``*`` also matches '/' and ':')."""
+    (fnmatch-style, case-sensitive; ``*`` also matches '/' and ':'). A pattern without a tag or
+    digest means ``:latest``, as in Docker: ``ds01/base`` allows ``ds01/base`` and
+    ``ds01/base:latest``, not ``ds01/base:old`` (docs/images.md lists the forms)."""
     candidates = {image, normalized(image)}
-    return any(fnmatchcase(c, p) for p in patterns for c in candidates)
+    forms = {f for p in patterns for f in (p, normalized(p))}
+    return any(fnmatchcase(c, p) for p in forms for c in candidates)
 
 
 def check_allowed(parsed: ParsedDockerfile, patterns: Iterable[str]) -> None:

@@ -27,7 +27,7 @@ labext_hash=$( (cd "$labext" && find . -type f ! -path './node_modules/*' ! -pat
     ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-12)
 # ---- end DS01 session panel ----
 
-hash=$( (cat "$here/build.sh" "$here/requirements.txt"; echo "jupyterhub==$JUPYTERHUB_VERSION"
+hash=$( (cat "$here/build.sh" "$here/requirements.txt" "$here/../base/lab-overrides.json"; echo "jupyterhub==$JUPYTERHUB_VERSION"
     echo "labextension=$labext_hash") | sha256sum | cut -c1-12)
 tag="$repo:$hash"
 
@@ -124,6 +124,9 @@ if [ ! -s "$tarball" ]; then
     # ---- DS01 session panel: build (cached) and install the JupyterLab extension ----
     install_session_panel "$rootfs"
     # ---- end DS01 session panel ----
+    # DS01: a managed JupyterLab never asks about Jupyter news (images/base/lab-overrides.json)
+    mkdir -p "$rootfs/opt/ds01/venv/share/jupyter/lab/settings/overrides.d"
+    cp "$here/../base/lab-overrides.json" "$rootfs/opt/ds01/venv/share/jupyter/lab/settings/overrides.d/ds01.json"
     # Leave no host configuration, caches or package lists in the image.
     rm -f "$rootfs/etc/resolv.conf" "$rootfs/tmp/requirements.txt" "$rootfs/tmp/host-ca.crt"
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/usr/share/doc/* \

@@ -43,6 +43,19 @@ def test_create_launch_see_workspace_and_retire(page, hub, docker_client, screen
     listing = page.locator(".jp-DirListing-content")
     for name in ("notebooks", "README.md", "Dockerfile"):
         listing.get_by_text(name, exact=True).first.wait_for(timeout=LAB_TIMEOUT)
+    # a managed lab does not ask about Jupyter news (issue 15 item 10): the setting the lab
+    # itself reads says "Never", so the question is never asked
+    news = page.evaluate(
+        """async () => {
+            const xsrf = document.cookie.match(/_xsrf=([^;]+)/);
+            const r = await fetch('/user/alice/thesis/lab/api/settings/'
+                + '@jupyterlab/apputils-extension:notification',
+                {headers: xsrf ? {'X-XSRFToken': xsrf[1]} : {}});
+            return (await r.json()).settings;
+        }"""
+    )
+    assert news == {"fetchNews": "false", "checkForUpdates": False}, news
+    assert page.get_by_text("official Jupyter news").count() == 0
     screenshot(page, "jupyterlab-workspace")
 
     page.goto(f"{hub.url}/hub/home")

@@ -64,11 +64,21 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Hub:
     def __init__(
-        self, state_dir: Path, prefix: str, extra_env: dict | None = None, config: Path = CONFIG
+        self,
+        state_dir: Path,
+        prefix: str,
+        extra_env: dict | None = None,
+        config: Path = CONFIG,
+        python: str = sys.executable,
     ) -> None:
         self.state_dir = state_dir
+        self.python = python
         self.config = config
         self.port = free_port_block()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -102,12 +112,14 @@ class Hub:
     def start(self, timeout: float = 60) -> Hub:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(self.config)],
+            [self.python, "-m", "jupyterhub", "-f", str(self.config)],
             cwd=self.state_dir,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # as a background job of a non-interactive shell starts it (SIGINT ignored)
+            preexec_fn=_ignore_sigint if self.env.get("DS01_TEST_IGNORE_SIGINT") else None,
         )
         log.close()
 

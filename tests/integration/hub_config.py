@@ -70,6 +70,10 @@ if os.environ.get("DS01_TEST_SLOW_SPAWN_TIMEOUT"):
         **c.JupyterHub.get("tornado_settings", {}),
         "slow_spawn_timeout": float(os.environ["DS01_TEST_SLOW_SPAWN_TIMEOUT"]),
     }
+# Settings a test gives in a parent section instead (JSON {"<setting>": "DockerSpawner" or
+# "Spawner"}): the spawner and every service must still see them (issue 15 item 3).
+for key, section in json.loads(os.environ.get("DS01_TEST_SECTIONS") or "{}").items():
+    setattr(getattr(c, section), key, c.DS01Spawner.pop(key))
 # the shipped config checked its own settings; check what this file changed, as it would
 from ds01spawner.startup import check_config, configure_services  # noqa: E402
 

@@ -57,6 +57,15 @@ def hub(hub_factory, limits_file, docker_client):
         {
             "DS01_TEST_LIMITS": str(limits_file),
             "DS01_TEST_CULLER": json.dumps({"cull_every": 1, "gpu_window": 2}),
+            # given in parent sections: the admin view, the culler and ds01-limits must still
+            # see the containers (prefix), limits and GPUs the spawner uses
+            "DS01_TEST_SECTIONS": json.dumps(
+                {
+                    "prefix": "DockerSpawner",
+                    "limits_file": "Spawner",
+                    "simulated_gpu_state_file": "DockerSpawner",
+                }
+            ),
         }
     )
     yield hub

@@ -112,13 +112,16 @@ def test_launch_list_attach_retire(hub, env, docker_client):
     (item,) = json.loads(r.stdout)
     assert item["project"] == "thesis" and item["state"] == "running"
     assert item["gpus"] and item["gpus"][0].startswith("GPU-")
-    table = ds01(env, "container", "list").stdout.splitlines()
+    table = ds01({**env, "COLUMNS": "40"}, "container", "list").stdout.splitlines()
     assert table[0].split() == ["PROJECT", "STATE", "GPUS", "STARTED", "URL"]
     assert table[1].split()[:2] == ["thesis", "running"]
+    assert table[1].endswith(f"{hub.url}/user/erin/thesis/")  # whole, on a narrow terminal
 
-    r = ds01(env, "container", "attach", "thesis", "--command", "echo from-$((6*7)); pwd")
+    r = ds01(env, "container", "attach", "thesis", "--command", "echo from-$((6*7)); pwd; whoami")
     assert r.returncode == 0, r.stderr
     assert "from-42" in r.stdout and "/workspace" in r.stdout
+    assert "\x1b" not in r.stdout and "\r" not in r.stdout  # no terminal codes (item 9)
+    assert "\nerin\n" in r.stdout and "I have no name" not in r.stdout
     r = ds01(env, "container", "attach", "thesis", stdin="ls /workspace\n")
     assert "Dockerfile" in r.stdout
 
@@ -206,3 +209,10 @@ def test_aliases_run_the_reference_spellings(env):
     )
     assert r.returncode == 0, r.stderr
     assert "No servers" in r.stdout and "Limits of erin" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["my/thesis", "Bad_Name"])
+def test_a_bad_project_name_gets_the_rule_before_the_hub_is_asked(env, name):
+    line = one_clear_line(ds01(env, "project", "launch", name))
+    assert "is not a valid project name. A project name uses lowercase letters" in line
+    assert "404" not in line and "server_name" not in line

@@ -86,10 +86,10 @@ def progress_events(hub, user: str, server: str, timeout: float = 240) -> list[d
     return events
 
 
-def launch(hub, user: str, server: str) -> tuple[list[dict], float]:
+def launch(hub, user: str, server: str, options: dict | None = None) -> tuple[list[dict], float]:
     """POST the launch and read its whole progress stream: (events, seconds until the end)."""
     t0 = time.monotonic()
-    r = hub.request_server(user, server)
+    r = hub.request_server(user, server, options)
     if r.status_code not in (201, 202):
         return [{"failed": True, "message": r.json().get("message", r.text)}], 0.0
     events = progress_events(hub, user, server)
@@ -212,7 +212,9 @@ def test_progress_arrives_in_order_and_reaches_100_only_when_ready(images_hub):
     assert progress == sorted(progress), progress
     assert [e for e in events if e["progress"] >= 100] == [events[-1]]
     steps = [m for m in messages(events) if m.startswith("Step ")]
-    assert [s.split(" ")[1] for s in steps] == ["1/5", "2/5", "3/5", "4/5", "5/5"]
+    # the 4 steps the user wrote; DS01's LABEL step (the engine's 5th) is not counted or shown
+    assert [s.split(" ")[1] for s in steps] == ["1/4", "2/4", "3/4", "4/4"]
+    assert not any("ds01.image.digest" in m for m in messages(events))
     step_progress = [e["progress"] for e in events if e["message"].startswith("Step ")]
     assert step_progress == sorted(set(step_progress)), step_progress  # each step moves the bar
     (out,) = [e for e in events if e["message"] == f"<i>{TOKEN}</i>"]
@@ -273,7 +275,7 @@ def test_failing_run_step_shows_step_and_output_and_keeps_the_previous_image(
     write_project(hub, "carol", "broken", {"Dockerfile": bad})
     events, _ = launch(hub, "carol", "broken")
     message = failure(events)
-    assert "Step 2/3 : RUN echo" in message and "failed" in message
+    assert "Step 2/2 : RUN echo" in message and "failed" in message
     assert f"<b>{TOKEN}-out</b>" in message and "second-line" in message
     assert "non-zero code: 7" in message and ".ds01/build.log" in message
     html = events[-1]["html_message"]
@@ -281,11 +283,20 @@ def test_failing_run_step_shows_step_and_output_and_keeps_the_previous_image(
     shown = [e for e in events if e["message"] == f"<b>{TOKEN}-out</b>"]
     assert shown and shown[0]["html_message"].startswith("&lt;b&gt;")  # streamed, escaped
     log = (hub.workspaces / "carol" / "broken" / ".ds01" / "build.log").read_text()
-    assert f"{TOKEN}-out" in log and "# FAILED at Step 2/3" in log
+    assert f"{TOKEN}-out" in log and "# FAILED at Step 2/2" in log
     assert builds(hub, "broken") == 2
     assert docker_client.images.get(good_ref)  # the previous image is kept
     assert [c for c in ds01_containers(docker_client, hub.prefix, user="carol")] == []
     wait_for(lambda: hub.server_model("carol", "broken") is None, 30, "the failed server cleared")
+    # the way out (issue 15 item 5): the same project with the standard image, to fix the file
+    assert "ds01 project launch broken --standard-image" in message
+    events, _ = launch(hub, "carol", "broken", {"image": "standard"})
+    ready(events, hub)
+    assert any("Using the standard image" in e["message"] for e in events)
+    container = server_container(docker_client, hub, "carol")
+    assert container.attrs["Config"]["Image"] == "ds01/base:latest"
+    assert builds(hub, "broken") == 2  # nothing was built
+    hub.stop_server("carol", "broken")
 
 
 def test_disallowed_from_and_oversized_context_are_refused_before_any_build(images_hub):
@@ -377,7 +388,7 @@ def test_slow_build_never_delays_another_users_launch_and_is_stopped_at_its_time
     follower.join(120)
     message = failure(slow_events)
     assert re.search(r"stopped after 2[5-7] s \(the limit is 25 s\)", message), message
-    assert "Step 2/3 : RUN echo" in message
+    assert "Step 2/2 : RUN echo" in message
     assert marker in message
     log = (hub.workspaces / "slow" / "big" / ".ds01" / "build.log").read_text()
     assert "# STOPPED" in log and marker in log

@@ -43,6 +43,16 @@ def test_two_projects_of_one_user_and_the_same_project_of_two_users(hub, docker_
     for user, project in pairs:
         r = hub.server_api("GET", user, project, "/contents/whoami.txt", hub.user_token(user))
         assert r.json()["content"] == f"{user}/{project}"
+    # each has a name in its container (issue 15 item 9): whoami, id, the prompt's \u
+    for (user, _), c in containers.items():
+        code, out = c.exec_run(["sh", "-c", "whoami; id -gn; echo ~; ls -ln /etc/passwd"])
+        assert code == 0, out
+        name, group, home, listing = out.decode().splitlines()
+        assert name == user and group and not group.isdigit()  # the group has a name too
+        assert home == f"/home/{user}"
+        assert listing.startswith("-rw-r--r-- 1 0 0 ")  # root's, read-only for the user
+        code, out = c.exec_run(["sh", "-c", "echo x >> /etc/passwd"])
+        assert code != 0
     for user, project in pairs:
         hub.stop_server(user, project)
 

@@ -1,6 +1,8 @@
 """Servers outlive the hub: after SIGTERM or SIGKILL of the hub, a new hub finds them running."""
 
 import signal
+import socket
+import time
 
 import pytest
 
@@ -46,3 +48,21 @@ def test_retire_after_restarts_removes_the_containers(running, docker_client):
     hub.start_server("alice", "long-run")
     assert reachable(hub, "alice", "long-run")
     hub.stop_server("alice", "long-run")
+
+
+def test_sigterm_ends_the_hub_and_its_services_within_seconds(hub_factory):
+    """Started as a background job of a script (SIGINT ignored, as demo.sh & does), the hub
+    still ends with its services within a few seconds of SIGTERM, without a traceback."""
+    hub = hub_factory({"DS01_TEST_IGNORE_SIGINT": "1"})
+    services = [hub.port + 2, hub.port + 3]  # ds01-limits, ds01-admin (configure_services)
+    for port in services:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    began = time.monotonic()
+    hub.signal(signal.SIGTERM, timeout=60)
+    took = time.monotonic() - began
+    print(f"hub and services ended {took:.1f} s after SIGTERM")
+    assert took < 10, hub.log_tail()
+    assert "Traceback" not in hub.log_path.read_text(), hub.log_tail(80)
+    for port in services:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -30,6 +30,14 @@ def check(raw, server=""):
     )
 
 
+def test_the_standard_image_is_always_a_choice():
+    assert check({"image": "standard"}, "x").image == "standard"
+    with pytest.raises(OptionsError) as e:
+        check({"image": "ds01/other:1"}, "x")
+    assert "'standard': the server's standard image" in str(e.value)
+    assert options_from_form({"project": ["x"], "image": ["standard"]})["image"] == "standard"
+
+
 def test_empty_options_use_the_server_name_or_the_default_project():
     assert check({}, "thesis").project == "thesis"
     assert check(None).project == "default"
@@ -191,3 +199,18 @@ def test_limits_lines():
     assert "(MIG slices only)" in lines[1]
     assert "Runtime per server: 24 h" in lines
     assert "Retired after idle: 2 h" in lines
+
+
+def test_gpu_amounts_read_as_people_write_them():
+    from ds01spawner.cli.output import gpus
+    from ds01spawner.form import human
+
+    for f in (human, gpus):
+        assert [f(x) for x in (0.2143, 0.5, 2.0, 0.2857, 0.0, 1 / 3)] == [
+            "0.21",
+            "0.5",
+            "2",
+            "0.29",
+            "0",
+            "0.33",
+        ]

@@ -389,7 +389,8 @@ def test_build_lines_become_progress_events(monkeypatch):
             "four",
             "five",
             "Removing intermediate container 0123456789ab",
-            "Step 4/4 : ENV A=1",
+            "Step 3/4 : ENV A=1",
+            "Step 4/4 : LABEL ds01.image.digest=abc",  # DS01's own step: not shown
         ]:
             listener(line)
         return fake.progress_log.events
@@ -397,12 +398,21 @@ def test_build_lines_become_progress_events(monkeypatch):
     events = asyncio.run(main())
     shown = [(e["progress"], e["message"]) for e in events]
     assert shown == [
-        (15, "Step 1/4 : FROM ds01/base:latest"),
-        (23, "Step 2/4 : RUN pip install x"),
+        (15, "Step 1/3 : FROM ds01/base:latest"),
+        (23, "Step 2/3 : RUN pip install x"),
         (23, "<script>alert(1)</script>"),
         (23, "two"),
         (23, "three"),
         (23, "(more output in .ds01/build.log in your project folder)"),
-        (41, "Step 4/4 : ENV A=1"),
+        (32, "Step 3/3 : ENV A=1"),
     ]
     assert events[2]["html_message"] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_steps_are_shown_as_the_user_wrote_the_dockerfile():
+    from ds01spawner.spawner_images import ImageSteps
+
+    assert ImageSteps.shown_step("Step 2/3 : RUN make") == "Step 2/2 : RUN make"
+    assert ImageSteps.shown_step("Step 3/3 : LABEL ds01.image.digest=" + "a" * 64) is None
+    assert ImageSteps.shown_step("Step 1/1 : FROM x") == "Step 1/1 : FROM x"  # never below n
+    assert ImageSteps.shown_step("output line") == "output line"

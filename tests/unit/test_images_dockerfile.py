@@ -336,3 +336,28 @@ def test_plain_options_and_quotes_after_them_still_parse():
     )
     check_allowed(parsed, ALLOWED)
     assert [s.image for s in parsed.stages] == ["ds01/base:latest"] * 2
+
+
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    "pattern, allowed, refused",
+    [
+        ("ds01/base", ["ds01/base", "ds01/base:latest"], ["ds01/base:old", "ds01/base-gpu"]),
+        ("ds01/base:latest", ["ds01/base", "ds01/base:latest"], ["ds01/base:old"]),
+        ("ds01/base:*", ["ds01/base", "ds01/base:old"], ["ds01/base-gpu:latest"]),
+        ("ds01/*", ["ds01/base", "ds01/gpu:2"], ["other/base"]),
+        ("nvidia/cuda:12.4*", ["nvidia/cuda:12.4.1-runtime"], ["nvidia/cuda:12.5"]),
+        (f"ds01/base@{DIGEST}", [f"ds01/base@{DIGEST}"], ["ds01/base:latest"]),
+    ],
+)
+def test_allowed_base_pattern_forms(pattern, allowed, refused):
+    """The table of docs/images.md, row by row, through the Dockerfile check."""
+    from ds01spawner.images.dockerfile import DockerfileError, check_allowed, parse_dockerfile
+
+    for image in allowed:
+        check_allowed(parse_dockerfile(f"FROM {image}\n"), [pattern])
+    for image in refused:
+        with pytest.raises(DockerfileError):
+            check_allowed(parse_dockerfile(f"FROM {image}\n"), [pattern])

@@ -409,8 +409,13 @@ MALFORMED = [
         "defaults.allow_full_gpu",
         "not true or false",
     ),
-    ("missing default", edit("  pids_limit: 1024\n", ""), 1, "defaults", "no pids_limit"),
-    ("no defaults", BASE[BASE.index("groups:") :], 1, "defaults", "is missing"),
+    (
+        "unknown default",
+        edit("  pids_limit: 1024\n", "  pid_limit: 1024\n"),
+        9,
+        "defaults.pid_limit",
+        "is not a limit",
+    ),
     (
         "groups not a mapping",
         edit("groups:", "groups: [students]\nx-groups:"),
@@ -501,6 +506,30 @@ def test_malformed_files_are_refused_with_file_line_and_key(text, line, key, wor
 
 def test_there_are_enough_malformed_cases():
     assert len(MALFORMED) >= 12
+
+
+def test_limits_left_out_of_defaults_take_the_documented_built_in_values():
+    from ds01spawner.limits import BUILTIN_DEFAULTS, BUILTIN_SOURCE, KEYS
+
+    assert set(BUILTIN_DEFAULTS) == set(KEYS)  # a new key needs a built-in value
+    doc = parse_limits("defaults:\n  max_servers: 3\ngroups:\n  big:\n    cpus: 8\n", "l.yaml")
+    assert doc.builtin == tuple(k for k in KEYS if k != "max_servers")
+    assert doc.defaults["max_servers"] == 3
+    assert doc.defaults["max_gpu_equivalents"] == 1.0 and doc.defaults["max_runtime"] == 24.0
+    assert doc.defaults["memory"] is None and doc.defaults["allow_full_gpu"] is True
+    note = doc.builtin_note()
+    assert note.startswith("The limits file l.yaml leaves out defaults; built-in values apply: ")
+    assert "max_gpu_equivalents=1, max_gpus_per_server=1, allow_full_gpu=yes" in note
+    resolved = explain("x", ["big"], doc, datetime(2027, 1, 1, tzinfo=timezone.utc))
+    assert resolved.sources["max_servers"] == "defaults"
+    assert resolved.sources["max_runtime"] == BUILTIN_SOURCE
+    assert resolved.sources["cpus"] == "group big" and resolved.limits.cpus == 8
+    # no defaults section at all: every limit built in; unknown keys and bad values stay errors
+    assert parse_limits("users:\n  bob:\n    max_servers: 1\n").builtin == KEYS
+    with pytest.raises(LimitsError, match="defaults.max_server: is not a limit"):
+        parse_limits("defaults:\n  max_server: 1\n")
+    with pytest.raises(LimitsError, match="defaults.max_servers"):
+        parse_limits("defaults:\n  max_servers: lots\n")
 
 
 def test_an_empty_file_is_refused():

@@ -125,7 +125,7 @@ def test_home_rows_join_folders_and_servers():
     projects = [ProjectInfo("gan", False, 0), ProjectInfo("thesis", True, 0)]
     servers = [
         server("thesis", "thesis", started_ago=timedelta(hours=1), gpus=("GPU 0 (A100)",)),
-        server("old", "old", state="stopped"),
+        server("old", "old", state="not running"),
     ]
     culler = {
         "alice/thesis": {
@@ -145,7 +145,7 @@ def test_home_rows_join_folders_and_servers():
     by = {r.project: r for r in rows}
     assert list(by) == ["gan", "old", "thesis"]
     assert by["gan"].state == "not running" and by["gan"].launch_url == "/hub/spawn/alice/gan"
-    assert by["old"].state == "stopped" and by["old"].url is None
+    assert by["old"].state == "not running" and by["old"].url is None
     t = by["thesis"]
     assert t.active and t.url == "/user/alice/thesis/"
     assert t.gpus == "GPU 0 (A100)"

@@ -84,3 +84,49 @@ def test_shape_request_per_server_and_whole_gpu_rules():
     with pytest.raises(LimitRefused, match="no MIG slices"):
         shape_request(GpuRequest(1, "any"), no_full, [GPU])
     assert shape_request(GpuRequest(0), no_full, []) == GpuRequest(0)
+
+
+def test_launches_in_progress_count_toward_servers_and_gpus():
+    from ds01spawner.quota import Launches, ServerUse, Usage, with_launches
+
+    launches = Launches()
+    launches.claim("carol", ServerUse("waits", "waits", (), 1.0, True))
+    launches.claim("carol", ServerUse("other", "other", (), 0.0, True))
+    launches.claim("dave", ServerUse("x", "x", (), 1.0, True))
+    assert [u.server for u in launches.others("carol", "other")] == ["waits"]
+    running = Usage((ServerUse("waits", "waits", ("GPU-1",), 1.0),))  # already has a container
+    merged = with_launches(running, launches.others("carol", "new")).servers
+    assert [(u.server, u.starting) for u in merged] == [("other", True), ("waits", False)]
+    usage = with_launches(Usage(), launches.others("carol", "new"))
+    assert usage.gpu_equivalents == 1.0 and len(usage.servers) == 2
+
+    class L:
+        max_servers = 2
+
+    with pytest.raises(LimitRefused) as e:
+        check_servers(usage, L)
+    assert str(e.value) == (
+        "You are running or starting 2 of your 2 servers (projects: other (starting), "
+        "waits (starting)). Retire one or ask an admin for more."
+    )
+    launches.release("carol", "waits")
+    launches.release("carol", "other")
+    assert launches.others("carol", "new") == []
+    assert [u.server for u in launches.others("dave", "y")] == ["x"]
+
+
+def test_min_equivalents_is_the_cheapest_fit():
+    from ds01spawner.quota import min_equivalents
+
+    def dev(uuid, kind, share, profile=None):
+        return Device(uuid, uuid, "A100", 40960, kind, None, profile, share)
+
+    devices = [
+        dev("g0", "gpu", 1.0),
+        dev("m0", "mig", 3 / 7, "3g.20gb"),
+        dev("m1", "mig", 1 / 7, "1g.5gb"),
+    ]
+    assert min_equivalents(GpuRequest(0), devices) == 0.0
+    assert min_equivalents(GpuRequest(1, "any"), devices) == round(1 / 7, 4)
+    assert min_equivalents(GpuRequest(2, "mig"), devices) == round(4 / 7, 4)
+    assert min_equivalents(GpuRequest(1, "full"), devices) == 1.0

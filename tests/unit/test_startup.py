@@ -68,3 +68,29 @@ def test_without_builds_or_queue_any_timeout_goes():
     c = config(gpu_queue_timeout=0, project_images=False)
     c.Spawner.start_timeout = 5
     check_config(c)
+
+
+def test_services_get_the_spawners_settings_from_whichever_section_set_them():
+    from traitlets.config import Config
+
+    from ds01spawner.settings import spawner_settings
+    from ds01spawner.startup import configure_services
+
+    c = Config()
+    c.DockerSpawner.prefix = "parent"
+    c.Spawner.limits_file = "/etc/ds01/limits.yaml"
+    c.Spawner.gpu_inventory = "none"
+    c.DockerSpawner.gpu_inventory = "simulated"  # more specific than Spawner
+    c.DS01Spawner.gpu_queue_file = "/run/q.json"
+    c.DockerSpawner.gpu_queue_file = "/ignored"  # DS01Spawner is more specific still
+    settings = spawner_settings(c)
+    assert settings["prefix"] == "parent" and settings["gpu_inventory"] == "simulated"
+    assert settings["gpu_queue_file"] == "/run/q.json"
+    configure_services(c, port=18000)
+    env = {s["name"]: s["environment"] for s in c.JupyterHub.services}
+    for name in ("ds01-limits", "ds01-admin", "ds01-culler"):
+        assert env[name]["DS01_CONTAINER_PREFIX"] == "parent", name
+        assert env[name]["DS01_LIMITS_FILE"] == "/etc/ds01/limits.yaml", name
+    assert env["ds01-admin"]["DS01_GPU_INVENTORY"] == "simulated"
+    assert env["ds01-culler"]["DS01_GPU_INVENTORY"] == "simulated"
+    assert env["ds01-limits"]["DS01_GPU_QUEUE_FILE"] == "/run/q.json"
