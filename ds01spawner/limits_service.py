@@ -39,8 +39,8 @@ from .images_api import ImagesAPI
 from .limits import KEYS, LimitsError, explain, format_limit
 from .projects_api import ProjectsAPI, spawner_settings
 from .quota import usage_of
-from .session_api import KeepRunningAPI, SessionAPI
 from .service_signals import run_until_signalled
+from .session_api import KeepRunningAPI, SessionAPI
 from .spawner_limits import limits_store, unix_groups
 
 SERVICE_NAME = "ds01-limits"
