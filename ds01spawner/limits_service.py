@@ -65,20 +65,9 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         if name != caller and not caller_model.get("admin"):
             raise web.HTTPError(403, "Only hub admins may see another user's limits.")
         model = caller_model if name == caller else await self.hub_user(name)
-        groups = set(model.get("groups") or [])
-        if self.unix_groups:
-            groups.update(await asyncio.to_thread(unix_groups, name))
-        groups = sorted(groups)
+        groups = await self.groups_of(name, model)
         now = datetime.now(timezone.utc)
-        try:
-            containers = server_containers(
-                await asyncio.to_thread(self.engine.containers, hub_containers_filter(self.prefix)),
-                self.prefix,
-            )
-        except DOCKER_ERRORS as e:
-            raise web.HTTPError(
-                503, "The container engine is not answering, so what you use cannot be shown."
-            ) from e
+        containers = await self.server_containers()
         usage = usage_of(name, containers)
         body = {"user": name, "groups": groups, "checked_at": now.isoformat(timespec="seconds")}
         if not self.limits_file:
@@ -100,6 +89,27 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         body["usage"] = usage.as_dict()
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
+
+    async def groups_of(self, name: str, model: dict) -> list[str]:
+        """The user's groups as the spawner resolves them: the hub's, and Unix groups if set."""
+        groups = set(model.get("groups") or [])
+        if self.unix_groups:
+            groups.update(await asyncio.to_thread(unix_groups, name))
+        return sorted(groups)
+
+    async def server_containers(self) -> list[dict]:
+        """The hub's user-server containers (``docker ps -a``); 503 when the engine is down.
+        Only containers the hub made as servers count: a build step inherits its image's
+        labels (gpus.table.is_server_container)."""
+        try:
+            listed = await asyncio.to_thread(
+                self.engine.containers, hub_containers_filter(self.prefix)
+            )
+        except DOCKER_ERRORS as e:
+            raise web.HTTPError(
+                503, "The container engine is not answering, so what you use cannot be shown."
+            ) from e
+        return server_containers(listed, self.prefix)
 
     async def hub_user(self, name: str) -> dict:
         """The hub's model of a user (groups, admin), read with this service's own token."""
@@ -131,18 +141,9 @@ class UsagePage(LimitsAPI):
 
         name = self.current_user["name"]
         model = await self.hub_user(name)
-        groups = set(model.get("groups") or [])
-        if self.unix_groups:
-            groups.update(await asyncio.to_thread(unix_groups, name))
-        model["groups"] = sorted(groups)
+        model["groups"] = await self.groups_of(name, model)
         now = datetime.now(timezone.utc)
-        try:
-            containers = server_containers(
-                await asyncio.to_thread(self.engine.containers, hub_containers_filter(self.prefix)),
-                self.prefix,
-            )
-        except DOCKER_ERRORS as e:
-            raise web.HTTPError(503, "The container engine is not answering.") from e
+        containers = await self.server_containers()
         limits = shown = None
         if self.limits_file:
             try:

@@ -24,11 +24,9 @@ from urllib.parse import quote
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
 
-from .errors import DOCKER_ERRORS
-from .gpus.table import hub_containers_filter, server_containers
 from .limits import KEYS, LimitsError, explain, format_limit
 from .session import culler_record, session_view
-from .spawner_limits import limits_store, unix_groups
+from .spawner_limits import limits_store
 
 log = logging.getLogger("ds01spawner.session")
 _inventory: dict[str, Any] = {}
@@ -91,18 +89,9 @@ class SessionAPI(web.RequestHandler):
     @web.authenticated
     async def get(self, server: str) -> None:
         name, model, hub_server = await self._own_server(server)
-        groups = set(model.get("groups") or [])
-        if self.unix_groups:
-            groups.update(await asyncio.to_thread(unix_groups, name))
+        groups = await self.groups_of(name, model)  # LimitsAPI's, as the handlers mix it in
         now = datetime.now(timezone.utc)
-        try:
-            # only containers the hub made as servers: a build step inherits its image's labels
-            containers = server_containers(
-                await asyncio.to_thread(self.engine.containers, hub_containers_filter(self.prefix)),
-                self.prefix,
-            )
-        except DOCKER_ERRORS as e:
-            raise web.HTTPError(503, "The container engine is not answering.") from e
+        containers = await self.server_containers()
         limits, shown = None, {}
         if self.limits_file:
             try:
