@@ -27,7 +27,7 @@ class ImagesAPI(web.RequestHandler):
     async def _whose(self) -> str:
         caller = self.current_user["name"]
         name = self.get_argument("user", caller)
-        if name != caller and not (await self.hub_user(caller)).get("admin"):
+        if name != caller and not await self.caller_is_admin():  # LimitsAPI's
             raise web.HTTPError(403, "Only hub admins may see or delete another user's images.")
         return name
 

@@ -61,10 +61,9 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
     async def get(self) -> None:
         caller = self.current_user["name"]
         name = self.get_argument("user", caller)
-        caller_model = await self.hub_user(caller)
-        if name != caller and not caller_model.get("admin"):
+        if name != caller and not await self.caller_is_admin():
             raise web.HTTPError(403, "Only hub admins may see another user's limits.")
-        model = caller_model if name == caller else await self.hub_user(name)
+        model = await self.hub_user(name)
         groups = await self.groups_of(name, model)
         now = datetime.now(timezone.utc)
         containers = await self.server_containers()
@@ -89,6 +88,14 @@ class LimitsAPI(HubOAuthenticated, web.RequestHandler):
         body["usage"] = usage.as_dict()
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
+
+    async def caller_is_admin(self) -> bool:
+        """Admin powers here need a hub admin **and** a token that carries them (``admin:users``
+        among its own scopes, e.g. an admin's API token). A server's token never does, whoever's
+        server it is: its user's code and the culler hold it (docs/security.md)."""
+        if "admin:users" not in (self.current_user.get("scopes") or []):
+            return False
+        return bool((await self.hub_user(self.current_user["name"])).get("admin"))
 
     async def groups_of(self, name: str, model: dict) -> list[str]:
         """The user's groups as the spawner resolves them: the hub's, and Unix groups if set."""
@@ -192,7 +199,7 @@ class QueueAPI(LimitsAPI):
     @web.authenticated
     async def get(self) -> None:
         caller = self.current_user["name"]
-        admin = bool((await self.hub_user(caller)).get("admin"))
+        admin = await self.caller_is_admin()
         waiting: list[dict] = []
         updated = None
         if self.queue_file:

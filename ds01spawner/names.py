@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 import string
 
-from escapism import escape
-
 #: JupyterHub 6's safe slug: lowercase letters, digits and single hyphens, starting with a letter.
 PROJECT_NAME_MAX = 30
 _PROJECT_RE = re.compile(r"[a-z](?:[a-z0-9]|-(?!-))*")
@@ -66,13 +64,25 @@ def validate_project_name(name: object) -> str:
     return name
 
 
+def _escape(text: str, escape_char: str) -> str:
+    """Each character outside ``_SAFE_USER_CHARS`` as ``<escape_char>XX`` per UTF-8 byte, always
+    two hex digits (escapism writes ``\x02`` as ``_2``, so ``j\x02edoe`` and ``j.doe`` collided)."""
+    out = []
+    for ch in text:
+        if ch in _SAFE_USER_CHARS:
+            out.append(ch)
+        else:
+            out.extend(f"{escape_char}{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    return "".join(out)
+
+
 def escape_username(username: str) -> str:
     """Escape a JupyterHub username into ``[a-z0-9_-]``, injectively.
 
     Lowercase letters, digits and '-' stay; everything else (the escape character '_' included)
     becomes ``_xx`` hex bytes, so the result never contains '.'.
     """
-    return escape(username, safe=_SAFE_USER_CHARS, escape_char="_").lower()
+    return _escape(username, "_").lower()
 
 
 def container_name(username: str, server_name: str, prefix: str = "ds01") -> str:
@@ -116,4 +126,4 @@ def path_safe_username(username: str) -> str:
     """
     if _PATH_SAFE_USER_RE.fullmatch(username) and username not in (".", ".."):
         return username
-    return escape(username, safe=_SAFE_USER_CHARS, escape_char="%")
+    return _escape(username, "%")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+from collections.abc import Iterable
 
 MAX_FILE = 1 << 20  # an /etc/passwd over 1 MiB is not read
 _NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
@@ -92,9 +93,32 @@ def _read(client, container: str, path: str) -> str | None:
         return tar.extractfile(member).read().decode("utf-8", "replace")
 
 
-def install_identity(client, container: str, username: str, uid: int, gid: int, home: str) -> str:
+def under_mount(path: str, mount_targets: Iterable[str]) -> str | None:
+    """The mount target ``path`` is at or below, or None (pure). The hub never writes there:
+    the engine re-binds a mount's host source for ``put_archive``, following host links."""
+    clean = "/" + path.strip("/")
+    for target in mount_targets:
+        t = "/" + target.strip("/")
+        if t == "/" or clean == t or clean.startswith(t + "/"):
+            return target
+    return None
+
+
+def install_identity(
+    client,
+    container: str,
+    username: str,
+    uid: int,
+    gid: int,
+    home: str,
+    mount_targets: Iterable[str] = ("/workspace",),
+) -> str:
     """Write /etc/passwd and /etc/group into the created (not started) container; returns the
-    account name. ValueError when the image's /etc is not a plain folder (nothing written)."""
+    account name. ValueError when the image's /etc is not a plain folder (nothing written).
+
+    The lab settings go into HOME only when HOME is in the container's own filesystem (not at or
+    under one of ``mount_targets``) and no folder on the way is a link; HOME is made (owned by
+    the user) only when the image lacks it: an existing folder is never chowned."""
     name = account_name(username)
     etc = _stat(client, container, "/etc")
     if etc is not None and etc.get("linkTarget"):  # never write through a link the image made
@@ -115,23 +139,28 @@ def install_identity(client, container: str, username: str, uid: int, gid: int, 
             info.size, info.mode, info.uid, info.gid = len(body), 0o644, 0, 0
             tar.addfile(info, io.BytesIO(body))
     client.put_archive(container, "/", buf.getvalue())
+    mount = under_mount(home, mount_targets)
+    if mount is not None:
+        raise ValueError(f"HOME {home} is at or under the mount {mount}: lab settings not written")
     parts = home.strip("/").split("/")
     ancestors = ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
     stats = [_stat(client, container, path) for path in ancestors]
     if not any(s and s.get("linkTarget") for s in stats):  # never write through a link
-        client.put_archive(container, "/", home_archive(home, uid, gid))
+        client.put_archive(container, "/", home_archive(home, uid, gid, stats[-1] is None))
     return name
 
 
-def home_archive(home: str, uid: int, gid: int) -> bytes:
-    """A tar of HOME with the lab settings, every folder and file owned by the user."""
+def home_archive(home: str, uid: int, gid: int, make_home: bool = True) -> bytes:
+    """A tar of HOME with the lab settings, every folder and file owned by the user; HOME's own
+    entry only with ``make_home`` (the extraction would chown an existing folder)."""
     buf = io.BytesIO()
     root = home.strip("/")
     with tarfile.open(fileobj=buf, mode="w") as tar:
         made = set()
+        first = root.count("/") + (1 if make_home else 2)
         for rel, text in LAB_SETTINGS:
             parts = f"{root}/{rel}".split("/")
-            for i in range(root.count("/") + 1, len(parts)):
+            for i in range(first, len(parts)):
                 folder = "/".join(parts[:i])
                 if folder not in made:
                     made.add(folder)

@@ -108,7 +108,9 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
         "/home/{username}",
         help="""``HOME`` inside the container: writable, outside ``/workspace``, gone on retire.
 
-        ``{username}`` is replaced by a path-safe form of the username.
+        ``{username}`` is replaced by a path-safe form of the username. It must lie in the
+        container's own filesystem: at or under ``/workspace`` or a ``volumes`` target the hub
+        writes nothing into it (no JupyterLab settings), and logs a warning at each launch.
         Default: ``/home/{username}``. Example: ``c.DS01Spawner.home_dir = "/home/user"``.
         """,
     ).tag(config=True)
@@ -792,6 +794,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
                     ident.uid,
                     ident.gid,
                     home,
+                    [WORKSPACE_MOUNT] + [b["bind"] for b in self.volume_binds.values()],
                 )
             )
         except ValueError as e:  # the image's own files stay; the server still starts

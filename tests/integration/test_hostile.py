@@ -330,6 +330,30 @@ def test_a_user_named_like_admin_with_a_query_gets_nothing_of_admins(hub, name):
     assert r.status_code == 200
 
 
+def test_an_admins_server_token_has_no_admin_powers_in_the_limits_service(hub, docker_client):
+    """Found in review: the session panel's scope gave every server token the whole ds01-limits
+    service, whose admin checks looked at the user, not the token. Code in an admin's server (a
+    student's notebook the admin runs) could read anyone's limits and delete their images."""
+    hub.start_server("admin", "lab")
+    env = dict(e.split("=", 1) for e in running(docker_client, hub, "admin").attrs["Config"]["Env"])
+    server_token = env["JUPYTERHUB_API_TOKEN"]
+    base = f"{hub.url}/services/ds01-limits/api"
+    for token, allowed in ((server_token, False), (hub.user_token("admin"), True)):  # + control
+        auth = {"Authorization": f"token {token}"}
+        r = hub.session.get(f"{base}/limits", params={"user": "bob"}, headers=auth, timeout=30)
+        assert (r.status_code == 200) is allowed, r.text
+        r = hub.session.get(f"{base}/images", params={"user": "bob"}, headers=auth, timeout=30)
+        assert (r.status_code == 200) is allowed, r.text
+        # the server token still reads its own user's limits and session (the panel's data)
+        own = hub.session.get(f"{base}/limits", headers=auth, timeout=30)
+        assert own.status_code == 200 and own.json()["user"] == "admin"
+    r = hub.session.get(
+        f"{base}/session/lab", headers={"Authorization": f"token {server_token}"}, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    hub.stop_server("admin", "lab")
+
+
 # ---- finding 7: forged hub log lines ------------------------------------------------------------
 
 FORGED_LINE = "[E 2026-11-29 12:00:00.000 JupyterHub app:1] FORGED-LINE admin logged in"

@@ -125,3 +125,16 @@ def test_path_safe_usernames_are_injective(u1, u2):
 def test_escaped_and_plain_names_cannot_meet():
     assert path_safe_username("a b") != path_safe_username("a_20b")
     assert path_safe_username("..") != path_safe_username("_2e_2e")
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [("j.doe", "j\x02edoe"), ("josé", "jos\x0c3\n9"), ("a\x01", "a\x001"), ("\x0f", "\x00f")],
+)
+def test_control_characters_never_make_two_users_share_a_name_or_path(a, b):
+    """Found in review: one hex digit for bytes below 0x10 made ``j\\x02edoe`` share
+    ``j.doe``'s container (its launch removed the other's running server) and paths."""
+    assert container_name(a, "", "ds01") != container_name(b, "", "ds01")
+    assert container_name(a, "p", "ds01") != container_name(b, "p", "ds01")
+    assert path_safe_username(a) != path_safe_username(b)
+    assert oauth_client_id(a, "p") != oauth_client_id(b, "p")

@@ -47,3 +47,31 @@ def test_home_gets_the_managed_lab_settings_owned_by_the_user():
         "fetchNews": "false",
         "checkForUpdates": False,
     }
+
+
+def test_home_itself_is_in_the_archive_only_when_the_image_lacks_it():
+    """Found in review: extracting HOME's own entry chowns and chmods an existing folder (with
+    HOME on a bind mount, the host folder the engine re-binds for the copy)."""
+    import io
+    import tarfile
+
+    from ds01spawner.passwd import home_archive
+
+    def names(make_home):
+        data = home_archive("/home/alice", 1234, 100, make_home=make_home)
+        return [m.name for m in tarfile.open(fileobj=io.BytesIO(data))]
+
+    assert "home/alice" in names(True)
+    assert "home/alice" not in names(False)
+    assert all(n.startswith("home/alice/") for n in names(False))
+
+
+def test_lab_settings_are_never_written_at_or_under_a_mount():
+    from ds01spawner.passwd import under_mount
+
+    mounts = ["/workspace", "/data/shared/"]
+    for home in ("/workspace", "/workspace/home", "/data/shared", "/data/shared/u"):
+        assert under_mount(home, mounts) is not None, home
+    for home in ("/home/alice", "/workspace2", "/data", "/home/workspace"):
+        assert under_mount(home, mounts) is None, home
+    assert under_mount("/home/alice", ["/"]) == "/"
