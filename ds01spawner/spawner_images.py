@@ -366,6 +366,8 @@ class ImageSteps(BuildLimitSteps):
     async def _build(self, plan: dict, project_dir: str, ident: Identity, who: str) -> str:
         ref, digest = plan["ref"], plan["digest"]
         builder = self._builder()
+        engine_params = await self._build_engine_params(who)
+        # no await from here until the build is started or joined: one build per content
         job = builder.job_for(digest)
         joined = job is not None
         if job is None:
@@ -384,7 +386,7 @@ class ImageSteps(BuildLimitSteps):
                 timeout=self.image_build_timeout,
                 who=who,
                 container_limits=self._build_limits(),
-                engine_params=await self._build_engine_params(who),
+                engine_params=engine_params,
                 owner=self.user.name,
             )
             job = builder.start(spec)
