@@ -2,6 +2,12 @@
 
 A user with a system account runs as that account (uid, primary gid, supplementary groups).
 Anyone else runs as the configured fallback uid:gid. Root is never allowed.
+
+These lookups run in worker threads. Only reentrant NSS calls are used (``getpwnam_r``,
+``getgrouplist``, ``getgrgid_r`` behind Python's ``pwd``/``grp``/``os``); glibc's group
+enumeration (``setgrent``/``getgrent``, behind ``grp.getgrall``) shares one static cursor and
+buffer per process and is not thread-safe, so the one fallback that enumerates holds
+``NSS_ENUMERATION``.
 """
 
 from __future__ import annotations
@@ -9,7 +15,11 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import threading
 from dataclasses import dataclass, field
+
+#: held around every enumeration of the group database (grp.getgrall) in this process
+NSS_ENUMERATION = threading.Lock()
 
 
 class IdentityError(Exception):
@@ -61,4 +71,22 @@ def _grouplist(username: str, gid: int) -> list[int]:
     try:
         return os.getgrouplist(username, gid)
     except OSError:
-        return [g.gr_gid for g in grp.getgrall() if username in g.gr_mem] + [gid]
+        with NSS_ENUMERATION:
+            members = [g.gr_gid for g in grp.getgrall() if username in g.gr_mem]
+        return [*members, gid]
+
+
+def group_names(username: str) -> list[str]:
+    """Names of the system account's groups (primary included); [] without an account.
+    Thread-safe (reentrant lookups only)."""
+    try:
+        primary = pwd.getpwnam(username).pw_gid
+    except (KeyError, ValueError):
+        return []
+    names = set()
+    for gid in _grouplist(username, primary):
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:  # a gid without a name
+            continue
+    return sorted(names)
