@@ -35,10 +35,11 @@ from .spawner_form import FormSteps
 from .spawner_gpus import GpuSteps
 from .spawner_images import ImageSteps
 from .spawner_limits import LimitSteps
+from .spawner_network import NetworkSteps
 from .workspace import WorkspaceError, prepare_workspace
 
 
-class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
+class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, NetworkSteps, DockerSpawner):
     """Spawn each project of a user as a named server in a fresh, temporary container.
 
     The project folder ``<workspace_root>/<project>`` is mounted at ``/workspace``; everything
@@ -427,7 +428,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
         return {"user": self.user.name, "project": self.project or "", "server": self.name or ""}
 
     def _reserve_port(self) -> None:
-        self.port = self._port_pool.reserve()
+        self.port = self._port_pool.reserve(port_range=self._server_port_range())
         self._port_reserved = True
 
     def _release_port(self) -> None:
@@ -629,9 +630,13 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, DockerSpawner):
             self._reserve_port()
             self.ip = "127.0.0.1"
         try:
+            if self.network_name == HOST_NETWORK:
+                await self._network_setup()  # fails closed, before any container exists
             ip, port = await super().start()
             self.progress_log.emit(70, "Container started; waiting for JupyterLab to listen")
             await wait_until_listening(ip, port, self._check_alive, timeout=self.http_timeout)
+            if self.network_name == HOST_NETWORK:
+                await self._verify_port_owner(ip, port)
         except BaseException as e:
             await self._cleanup_failed_start()
             if isinstance(e, DOCKER_ERRORS):
