@@ -70,6 +70,9 @@ if os.environ.get("DS01_TEST_SLOW_SPAWN_TIMEOUT"):
         **c.JupyterHub.get("tornado_settings", {}),
         "slow_spawn_timeout": float(os.environ["DS01_TEST_SLOW_SPAWN_TIMEOUT"]),
     }
+# Any other DS01Spawner settings of a test: JSON {"<setting>": value}.
+for key, value in json.loads(os.environ.get("DS01_TEST_SPAWNER") or "{}").items():
+    setattr(c.DS01Spawner, key, value)
 # the shipped config checked its own settings; check what this file changed, as it would
 from ds01spawner.startup import check_config, configure_services  # noqa: E402
 
