@@ -70,6 +70,9 @@ if os.environ.get("DS01_TEST_SLOW_SPAWN_TIMEOUT"):
         **c.JupyterHub.get("tornado_settings", {}),
         "slow_spawn_timeout": float(os.environ["DS01_TEST_SLOW_SPAWN_TIMEOUT"]),
     }
+# User servers on their own origin: http://<user>.localhost:<port> (requests go to 127.0.0.1).
+if os.environ.get("DS01_TEST_SUBDOMAINS"):
+    c.JupyterHub.subdomain_host = f"http://localhost:{os.environ['DS01_HUB_PORT']}"
 # Any other DS01Spawner settings of a test: JSON {"<setting>": value}.
 for key, value in json.loads(os.environ.get("DS01_TEST_SPAWNER") or "{}").items():
     setattr(c.DS01Spawner, key, value)

@@ -177,3 +177,31 @@ def test_a_container_cannot_take_the_port_of_a_server_that_starts(hubs, docker_c
         r = hub.session.get(f"{hub.url}/user/carol/slow/", timeout=10)
         assert r.text == "stolen"
         hub.stop_server("carol", "slow")
+
+
+def test_with_subdomain_host_a_server_is_on_its_users_own_origin(hub_factory):
+    """``subdomain_host``: alice's server answers at ``alice.localhost`` (a Host header to
+    127.0.0.1), not on the hub's origin; the hub's API still answers on its own."""
+    hub = hub_factory({"DS01_TEST_SUBDOMAINS": "1", "DS01_TEST_SLOW_SPAWN_TIMEOUT": "0"})
+    model = hub.start_server("alice", "site")
+    assert model["url"].startswith(f"http://alice.localhost:{hub.port}/user/alice/site/")
+    token = hub.user_token("alice")
+    path = f"{hub.url}/user/alice/site/api/status"
+    auth = {"Authorization": f"token {token}"}
+    own = requests.get(path, headers={**auth, "Host": f"alice.localhost:{hub.port}"}, timeout=10)
+    assert own.status_code == 200 and "started" in own.json()
+    on_hub = requests.get(
+        path, headers={**auth, "Host": f"localhost:{hub.port}"}, timeout=10, allow_redirects=False
+    )
+    # on the hub's origin (or another user's) the path is the hub's: a redirect, not the server
+    assert on_hub.status_code == 302, on_hub.text
+    assert on_hub.headers["Location"].endswith("/hub/user/alice/site/api/status")
+    other = requests.get(
+        path,
+        headers={**auth, "Host": f"bob.localhost:{hub.port}"},
+        timeout=10,
+        allow_redirects=False,
+    )
+    assert other.status_code == 302 and "started" not in other.text
+    assert hub.api("GET", "/users/alice").status_code == 200
+    hub.stop_server("alice", "site")
