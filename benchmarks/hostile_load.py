@@ -7,8 +7,8 @@ most ``--samples`` per phase) and records each latency; p50 / p95 / max per phas
 
   quiet   nothing else happens;
   build   while one user's project build prints ``--build-mb`` MB without a newline
-          (``python3 -c "sys.stdout.write('x' * N)"`` in a RUN step); the hub's CPU seconds
-          during the phase are shown too;
+          (1 MB every ``--pace`` seconds from ``python3`` in a RUN step, so that the
+          samples fall while the output streams); the hub's CPU seconds during the phase;
   queue   4 servers hold the 4 GPUs, then one user POSTs ``--launches`` launches with
           ``{"gpus": 1}`` at once (10 at a time); each waits in the GPU queue, or is refused;
   queued  after all of them are answered, while the accepted ones wait in the queue.
@@ -83,9 +83,9 @@ def phase_build(hub: Hub, args) -> dict:
     (project / "Dockerfile").write_text(
         "FROM ds01/base:latest\n"
         f"# {secrets.token_hex(4)}\n"
-        'RUN python3 -c "import sys; '
-        f"[sys.stdout.write('x' * 1000000) for _ in range({max(1, n // 1000000)})]; "
-        'sys.stdout.flush()" && exit 1\n'
+        'RUN python3 -c "import sys, time; '
+        f"[(sys.stdout.write('x' * 1000000), sys.stdout.flush(), time.sleep({args.pace})) "
+        f'for _ in range({max(1, n // 1000000)})]" && exit 1\n'
     )
     cpu0 = cpu_seconds(hub.proc.pid)
     r = hub.request_server("mallory", "flood")
@@ -160,7 +160,9 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=300, help="requests per phase (300)")
     p.add_argument("--phase-seconds", type=float, default=60, help="at most per phase (60)")
     p.add_argument("--build-mb", type=float, default=50, help="build output, MB (50)")
+    p.add_argument("--pace", type=float, default=0.2, help="seconds between build MBs (0.2)")
     p.add_argument("--launches", type=int, default=100, help="queued launches (100)")
+    p.add_argument("--phases", default="quiet,build,queue", help="which phases (all three)")
     p.add_argument("--json", help="write the raw numbers here")
     args = p.parse_args(argv)
     rid = secrets.token_hex(3)
@@ -176,7 +178,11 @@ def main(argv=None) -> int:
     try:
         hub.start(timeout=90)
         hub.ensure_user("probe")
-        for name, fn in (("quiet", phase_quiet), ("build", phase_build), ("queue", phase_queue)):
+        phases = (("quiet", phase_quiet), ("build", phase_build), ("queue", phase_queue))
+        chosen = {"quiet", *args.phases.split(",")}
+        for name, fn in phases:
+            if name not in chosen:
+                continue
             print(f"phase {name} ...", flush=True)
             results[name] = fn(hub, args)
             assert hub.proc.poll() is None, "the hub died"
@@ -198,18 +204,23 @@ def main(argv=None) -> int:
     print(f"\nGET /hub/api/users/<u>, ms ({os.cpu_count()} CPUs; p95 ratio to quiet)")
     print(f"{'phase':<8}{'n':>6}{'p50':>9}{'p95':>9}{'max':>9}{'p95/q':>10}")
     for name in ("quiet", "build", "queue"):
-        print(row(name, results[name], quiet_p95))
-    print(row("queued", {"latency": results["queue"]["waiting_latency"]}, quiet_p95))
-    b, q = results["build"], results["queue"]
-    print(
-        f"\nbuild: {args.build_mb:.0f} MB without a newline; hub CPU {b['hub_cpu_s']:.2f} s over "
-        f"{b['build_s']:.1f} s; .ds01/build.log {b['build_log_bytes']} bytes"
-    )
-    print(
-        f"queue: {args.launches} POSTs from one user -> status counts {q['posts']}; "
-        f"{q['pending_after']} still pending; a bystander's launch then got "
-        f"HTTP {q['bystander_launch']}"
-    )
+        if name in results:
+            print(row(name, results[name], quiet_p95))
+    if "queue" in results:
+        print(row("queued", {"latency": results["queue"]["waiting_latency"]}, quiet_p95))
+    if "build" in results:
+        b = results["build"]
+        print(
+            f"\nbuild: {args.build_mb:g} MB without a newline; hub CPU {b['hub_cpu_s']:.2f} s "
+            f"over {b['build_s']:.1f} s; .ds01/build.log {b['build_log_bytes']} bytes"
+        )
+    if "queue" in results:
+        q = results["queue"]
+        print(
+            f"queue: {args.launches} POSTs from one user -> status counts {q['posts']}; "
+            f"{q['pending_after']} still pending; a bystander's launch then got "
+            f"HTTP {q['bystander_launch']}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
