@@ -147,6 +147,7 @@ def socket_inodes(fd_targets: Iterable[str]) -> set[int]:
 class PortHolder:
     inode: int | None  # the listening socket, None when nothing listens
     ours: bool  # held by one of the given pids
+    readable: bool = True  # False: no pid's fd folder could be read (not root?)
 
 
 def port_holder(ip: str, port: int, pids: Iterable[int], proc: str = "/proc") -> PortHolder:
@@ -155,12 +156,14 @@ def port_holder(ip: str, port: int, pids: Iterable[int], proc: str = "/proc") ->
         inode = listening_inode(f.read(), ip, port)
     if inode is None:
         return PortHolder(None, False)
+    readable = False
     for pid in pids:
         fd_dir = os.path.join(proc, str(pid), "fd")
         try:
             names = os.listdir(fd_dir)
         except OSError:
             continue
+        readable = True
         targets = []
         for name in names:
             try:
@@ -169,7 +172,7 @@ def port_holder(ip: str, port: int, pids: Iterable[int], proc: str = "/proc") ->
                 continue
         if inode in socket_inodes(targets):
             return PortHolder(inode, True)
-    return PortHolder(inode, False)
+    return PortHolder(inode, False, readable)
 
 
 def top_pids(top: dict) -> list[int]:

@@ -142,6 +142,17 @@ class NetworkSteps(LoggingConfigurable):
         holder = await asyncio.to_thread(port_holder, ip, port, pids)
         if holder.ours:
             return
+        if not holder.readable:
+            self.log.error(
+                "Cannot check who holds port %s of user=%s server=%s: the processes of its "
+                "container (pids %s) are not readable in /proc. The hub must run as root, or "
+                "set c.DS01Spawner.check_port_owner = False (see docs/security-availability.md)",
+                port,
+                self.user.name,
+                self.name,
+                pids,
+            )
+            raise user_error(503, PORT_TAKEN_MESSAGE)
         self.log.error(
             "Port %s:%s of user=%s server=%s is held by socket inode %s, not by its container "
             "%s (pids %s): refused (another process took the port; see ss -ltnpe)",

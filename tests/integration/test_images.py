@@ -433,7 +433,7 @@ def test_a_hostile_build_is_bounded_cut_stripped_and_limited(images_hub):
     hub = images_hub
     flood = "import sys; sys.stdout.write(chr(27) + '[31m' + 'z' * 200000); sys.stdout.flush()"
     run = (
-        f"RUN echo {TOKEN} && python3 -c \"{flood}\" && echo && grep pids /proc/self/cgroup "
+        f'RUN echo {TOKEN} && python3 -c "{flood}" && echo && grep pids /proc/self/cgroup '
         "&& echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) "
         "&& echo memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) && exit 3\n"
     )

@@ -53,6 +53,8 @@ def test_port_holder_finds_the_container_process(tmp_path):
     stolen = port_holder("127.0.0.1", 20002, [41], str(tmp_path))  # pid 99 holds it
     assert not stolen.ours and stolen.inode == 222
     assert port_holder("127.0.0.1", 20009, [41], str(tmp_path)).inode is None
+    unreadable = port_holder("127.0.0.1", 20001, [12345], str(tmp_path))  # no such fd folder
+    assert not unreadable.ours and not unreadable.readable
 
 
 def test_firewall_rules_refuse_student_uids_to_servers_and_protected_ports():
