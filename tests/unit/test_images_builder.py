@@ -606,3 +606,32 @@ def test_kept_log_stays_within_its_byte_budget():
     lines = kept.lines()
     assert lines[0].startswith("0000") and lines[-1].startswith("9999")
     assert "lines left out" in lines[2]
+
+
+def test_the_image_check_container_runs_with_limits():
+    class Api:
+        def create_host_config(self, **kw):
+            self.host_config = kw
+            return kw
+
+        def create_container(self, image, **kw):
+            return {"Id": "c1"}
+
+        def start(self, c):
+            pass
+
+        def wait(self, c, timeout):
+            return {"StatusCode": 0}
+
+        def logs(self, c, **kw):
+            return b"6.1.1\n"
+
+        def remove_container(self, c, force):
+            pass
+
+    api = Api()
+    result = compat.run_check(api, "sha256:x", "1000:100", "ds01", limits=compat.CHECK_LIMITS)
+    assert result.version == "6.1.1"
+    hc = api.host_config
+    assert hc["pids_limit"] == 128 and hc["nano_cpus"] == 10**9 and hc["mem_limit"] == 1 << 30
+    assert hc["network_mode"] == "none" and hc["cap_drop"] == ["ALL"]
