@@ -283,11 +283,13 @@ class ImageBuilder:
     def _build(self, job: BuildJob) -> str:
         spec = job.spec
 
-        def emit(line: str) -> None:
-            m = RUNNING_IN_RE.fullmatch(line)
-            if m:
-                job.container = m[1]
-            job.record(line)
+        def emit(*lines: str) -> None:
+            for line in lines:
+                if line.startswith(" ---> Running in "):
+                    m = RUNNING_IN_RE.fullmatch(line)
+                    if m:
+                        job.container = m[1]
+            job.record_many(lines)
 
         with tempfile.TemporaryFile(prefix="ds01-context-") as context:
             written = spec.write_context(context)
@@ -313,7 +315,7 @@ class ImageBuilder:
             finally:
                 api.close()
 
-    def _stream(self, api, job: BuildJob, context: BinaryIO, emit: Callable[[str], None]) -> str:
+    def _stream(self, api, job: BuildJob, context: BinaryIO, emit: Callable[..., None]) -> str:
         spec = job.spec
         extra = {"extra_params": spec.engine_params} if spec.engine_params else {}
         stream = api.build(
@@ -336,20 +338,17 @@ class ImageBuilder:
             if job.cancelled.is_set():
                 break
             if "stream" in chunk:
-                for line in lines.feed(str(chunk["stream"])):
-                    emit(line)
+                emit(*lines.feed(str(chunk["stream"])))
+                time.sleep(0)  # let the event loop have the GIL between chunks
             elif chunk.get("aux", {}).get("ID"):
                 image_id = chunk["aux"]["ID"]
             elif "error" in chunk or "errorDetail" in chunk:
                 error = (chunk.get("errorDetail") or {}).get("message") or str(chunk.get("error"))
                 error = _one_line(error)
-                for line in lines.flush():
-                    emit(line)
-                emit(error)
+                emit(*lines.flush(), error)
             elif chunk.get("status"):
                 emit(_one_line(str(chunk["status"])))
-        for line in lines.flush():
-            emit(line)
+        emit(*lines.flush())
         if job.cancelled.is_set():
             raise EngineError("the build was stopped")
         if error is not None:

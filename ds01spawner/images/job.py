@@ -102,20 +102,35 @@ class BuildJob:
 
     def record(self, line: str) -> None:
         """Keep ``line`` and queue it for the listeners (one loop callback per batch)."""
+        self.record_many((line,))
+
+    def record_many(self, lines) -> None:
+        """``record`` for several lines under one lock (the build thread's chunks)."""
+        lines = list(lines)
+        if not lines:
+            return
         schedule = False
         with self._lock:
-            self._seq += 1
-            self.log.add(line)
-            m = STEP_RE.fullmatch(line)
-            if m:
-                self.step = (int(m[1]), int(m[2]), m[3])
-                self.step_output.clear()
-            elif not line.startswith(_NOISE):
-                self.step_output.append(line)
-            if len(self._pending) < MAX_PENDING or m:
-                self._pending.append((self._seq, line))
-            else:
-                self._skipped += 1
+            first = self._seq + 1
+            self._seq += len(lines)
+            self.log.add_many(lines)
+            steps = [i for i, line in enumerate(lines) if line.startswith("Step ")]
+            start = 0
+            for i in steps:  # the output of the step that runs now starts after its line
+                m = STEP_RE.fullmatch(lines[i])
+                if m:
+                    self.step = (int(m[1]), int(m[2]), m[3])
+                    self.step_output.clear()
+                    start = i + 1
+            self.step_output.extend(
+                line for line in lines[start:] if not line.startswith(_NOISE)
+            )
+            room = max(0, MAX_PENDING - len(self._pending))
+            self._pending.extend(enumerate(lines[:room], start=first))
+            if len(lines) > room:
+                late = [(first + i, lines[i]) for i in steps if i >= room]
+                self._pending.extend(late)
+                self._skipped += len(lines) - room - len(late)
             if not self._scheduled:
                 self._scheduled = schedule = True
         if schedule:

@@ -29,10 +29,10 @@ _SEPARATORS = re.compile(r"\r\n|\r|\n")
 # 8-bit CSI/OSC forms, then any remaining C0/C1 control character except TAB.
 _CONTROL = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]?"
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)?"
     r"|\x1b[ -/]*[0-~]?"
     r"|\x9b[0-?]*[ -/]*[@-~]?"
-    r"|\x9d[^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x9d[^\x07\x1b\n]*(?:\x07|\x1b\\)?"
     r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
 )
 
@@ -68,14 +68,20 @@ class LineSplitter:
 
     def feed(self, text: str) -> list[str]:
         """The lines that ``text`` completes (empty and blank lines left out, cleaned)."""
+        parts = _SEPARATORS.split(text)
+        if len(parts) == 1:
+            self._add(text)
+            return []
         out: list[str] = []
-        start = 0
-        for m in _SEPARATORS.finditer(text):
-            self._add(text[start : m.start()])
-            start = m.end()
-            self._emit(out)
-        if start < len(text):
-            self._add(text[start:])
+        self._add(parts[0])  # completes the line that was pending
+        self._emit(out)
+        middle = parts[1:-1]
+        if middle:  # whole lines: cut, cleaned and filtered in a few passes over the chunk
+            m = self.max_line
+            cut = [p if len(p) <= m else p[:m] + CUT_MARK.format(n=len(p) - m) for p in middle]
+            cleaned = clean("\n".join(cut)).split("\n")
+            out.extend(line.rstrip() for line in cleaned if line.strip())
+        self._add(parts[-1])
         return out
 
     def flush(self) -> list[str]:
@@ -122,6 +128,31 @@ class KeptLog:
         self._tail_size += size
         lines, room = self._tail_room
         while len(self.tail) > lines or (self._tail_size > room and len(self.tail) > 1):
+            self._tail_size -= len(self.tail.popleft()) + 1
+            self.dropped += 1
+
+    def add_many(self, lines: list[str]) -> None:
+        """``add`` for a batch: the tail part without a Python step per kept line."""
+        i = 0
+        while i < len(lines) and not self.tail and len(self.head) < self._head_room[0]:
+            self.add(lines[i])
+            i += 1
+            if self.tail:  # that line did not fit the head
+                break
+        rest = lines[i:]
+        if not rest:
+            return
+        self.count += len(rest)
+        max_lines, room = self._tail_room
+        if len(rest) >= max_lines:
+            self.dropped += len(self.tail) + len(rest) - max_lines
+            rest = rest[-max_lines:]
+            self.tail = deque(rest)
+            self._tail_size = sum(map(len, rest)) + len(rest)
+        else:
+            self.tail.extend(rest)
+            self._tail_size += sum(map(len, rest)) + len(rest)
+        while len(self.tail) > max_lines or (self._tail_size > room and len(self.tail) > 1):
             self._tail_size -= len(self.tail.popleft()) + 1
             self.dropped += 1
 

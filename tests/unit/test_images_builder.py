@@ -635,3 +635,27 @@ def test_the_image_check_container_runs_with_limits():
     hc = api.host_config
     assert hc["pids_limit"] == 128 and hc["nano_cpus"] == 10**9 and hc["mem_limit"] == 1 << 30
     assert hc["network_mode"] == "none" and hc["cap_drop"] == ["ALL"]
+
+
+def test_a_flood_in_one_chunk_keeps_steps_and_says_what_it_did_not_show():
+    from ds01spawner.images import job as job_module
+
+    n = job_module.MAX_PENDING + 500
+    flood = "".join(f"out {i}\n" for i in range(n))
+    chunk = "Step 1/2 : FROM ds01/base:latest\n" + flood + "Step 2/2 : RUN x\nafter\n"
+    builder = ImageBuilder(FakeAPI([{"stream": chunk}, *OK_SCRIPT[6:]]).factory)
+    seen = []
+
+    async def main():
+        job = builder.start(spec())
+        seen.append(job)
+        await builder.wait(job, seen.append)
+        return job
+
+    job = asyncio.run(main())
+    shown = seen[1:]
+    assert "Step 2/2 : RUN x" in shown and "Step 1/2 : FROM ds01/base:latest" in shown
+    assert any(line.endswith("lines of output not shown here) ...") for line in shown)
+    assert len(shown) < job_module.MAX_PENDING + 20
+    assert job.step_line() == "Step 2/2 : RUN x" and job.last_output() == ["after"]
+    assert job.log.count == n + 4  # every line: 2 steps, "after", "Successfully built ..."
