@@ -78,13 +78,18 @@ def phase_quiet(hub: Hub, args) -> dict:
 
 def phase_build(hub: Hub, args) -> dict:
     n = int(args.build_mb * 1e6)
+    if args.line_bytes:  # 1 MB of lines of line_bytes bytes, newline included
+        per = 1000000 // args.line_bytes
+        mb = f"('x' * {args.line_bytes - 1} + chr(10)) * {per}"
+    else:
+        mb = "'x' * 1000000"
     project = hub.workspaces / "mallory" / "flood"
     project.mkdir(parents=True, exist_ok=True)
     (project / "Dockerfile").write_text(
         "FROM ds01/base:latest\n"
         f"# {secrets.token_hex(4)}\n"
         'RUN python3 -c "import sys, time; '
-        f"[(sys.stdout.write('x' * 1000000), sys.stdout.flush(), time.sleep({args.pace})) "
+        f"[(sys.stdout.write({mb}), sys.stdout.flush(), time.sleep({args.pace})) "
         f'for _ in range({max(1, n // 1000000)})]" && exit 1\n'
     )
     cpu0 = cpu_seconds(hub.proc.pid)
@@ -160,6 +165,9 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=300, help="requests per phase (300)")
     p.add_argument("--phase-seconds", type=float, default=60, help="at most per phase (60)")
     p.add_argument("--build-mb", type=float, default=50, help="build output, MB (50)")
+    p.add_argument(
+        "--line-bytes", type=int, default=0, help="build output in lines of N bytes (0: none)"
+    )
     p.add_argument("--pace", type=float, default=0.2, help="seconds between build MBs (0.2)")
     p.add_argument("--launches", type=int, default=100, help="queued launches (100)")
     p.add_argument("--phases", default="quiet,build,queue", help="which phases (all three)")
@@ -211,7 +219,9 @@ def main(argv=None) -> int:
     if "build" in results:
         b = results["build"]
         print(
-            f"\nbuild: {args.build_mb:g} MB without a newline; hub CPU {b['hub_cpu_s']:.2f} s "
+            f"\nbuild: {args.build_mb:g} MB "
+            f"{f'in lines of {args.line_bytes} bytes' if args.line_bytes else 'without a newline'}"
+            f"; hub CPU {b['hub_cpu_s']:.2f} s "
             f"over {b['build_s']:.1f} s; .ds01/build.log {b['build_log_bytes']} bytes"
         )
     if "queue" in results:
