@@ -10,6 +10,7 @@ project's own image from its Dockerfile).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -387,6 +388,25 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, NetworkSteps, Doc
     _stop_executor = None
     _port_pool = PortPool()
     _port_reserved = False
+
+    _client_lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.APIClient:
+        """DockerSpawner's one Docker client of the hub, made exactly once.
+
+        DockerSpawner makes it lazily without a lock, which is safe with its one-thread
+        executor but not with DS01's ``docker_threads``: at a fresh hub's first launches several
+        threads each made a client, the ones replaced were finalized (their pooled connections
+        closed) while other threads were using them, and the hub died of a segmentation fault
+        (issue 14, finding 8; docs/security-availability.md#crash-and-restart).
+        """
+        cls = self.__class__
+        if cls._client is None:
+            with DS01Spawner._client_lock:
+                if cls._client is None:
+                    return DockerSpawner.client.fget(self)
+        return cls._client
 
     @property
     def executor(self) -> ThreadPoolExecutor:

@@ -122,9 +122,7 @@ class BuildJob:
                     self.step = (int(m[1]), int(m[2]), m[3])
                     self.step_output.clear()
                     start = i + 1
-            self.step_output.extend(
-                line for line in lines[start:] if not line.startswith(_NOISE)
-            )
+            self.step_output.extend(line for line in lines[start:] if not line.startswith(_NOISE))
             room = max(0, MAX_PENDING - len(self._pending))
             self._pending.extend(enumerate(lines[:room], start=first))
             if len(lines) > room:
