@@ -77,6 +77,10 @@ c.DS01Spawner.workspace_root = os.environ.get(
 )
 c.DS01Spawner.image = "ds01/base:latest"
 c.DS01Spawner.network_name = "host"  # one loopback port per server; see docs/admin-guide.md
+# PRODUCTION: keep containers away from other users' servers and the proxy's API on loopback, and
+# put each user's servers on their own origin (docs/security-availability.md#network):
+#   c.DS01Spawner.network_isolation = "uid-firewall"
+#   c.JupyterHub.subdomain_host = "https://ds01.example.org"   # wildcard DNS and certificate
 c.DS01Spawner.stop_grace_seconds = 30
 
 # ---- project images ----
