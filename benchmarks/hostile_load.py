@@ -204,6 +204,11 @@ def main(argv=None) -> int:
                     client.api.remove_image(ref, force=True)
                 except docker.errors.APIError:
                     pass
+        for cgroup in Path("/sys/fs/cgroup/pids").glob(f"{hub.prefix}-build-*"):
+            try:
+                cgroup.rmdir()  # the build cgroup of this run's user (empty by now)
+            except OSError:
+                pass
         log = tmp / "hub.log"
         if log.exists():
             shutil.copy(log, f"/tmp/{PREFIX}-{rid}-hub.log")
