@@ -19,6 +19,12 @@ state_dir = os.path.abspath(os.environ.get("DS01_STATE_DIR", os.path.join(here, 
 os.makedirs(state_dir, exist_ok=True)
 port = int(os.environ.get("DS01_HUB_PORT", "8000"))
 
+# A crash of the hub (segfault, abort) appends the Python stack of every thread to this file;
+# `kill -USR1 <hub pid>` appends it without stopping the hub (docs/security-availability.md).
+from ds01spawner.crash import enable_crash_traces  # noqa: E402
+
+enable_crash_traces(os.path.join(state_dir, "hub-crash.log"))
+
 # ---- network: loopback only ----
 # PRODUCTION: put TLS in front (c.JupyterHub.ssl_cert / ssl_key, or a reverse proxy such as nginx
 # terminating TLS) and bind the public side to the server's address: c.JupyterHub.ip = "0.0.0.0".
@@ -75,6 +81,10 @@ c.DS01Spawner.workspace_root = os.environ.get(
 )
 c.DS01Spawner.image = "ds01/base:latest"
 c.DS01Spawner.network_name = "host"  # one loopback port per server; see docs/admin-guide.md
+# PRODUCTION: keep containers away from other users' servers and the proxy's API on loopback, and
+# put each user's servers on their own origin (docs/security-availability.md#network):
+#   c.DS01Spawner.network_isolation = "uid-firewall"
+#   c.JupyterHub.subdomain_host = "https://ds01.example.org"   # wildcard DNS and certificate
 c.DS01Spawner.stop_grace_seconds = 30
 
 # ---- project images ----

@@ -681,6 +681,9 @@ def storm_round(
     hubs.remove(hub)  # shut down: clean-up must not signal its proxy's pid again
     removed = remove_containers(client, f"^/{prefix}-")
     (tmp / f"hub-{k}.log").write_bytes(hub.log_path.read_bytes())
+    crash = state / "hub-crash.log"  # faulthandler's traces of a hub that crashed (if any)
+    if crash.exists():
+        (tmp / f"hub-{k}-crash.log").write_bytes(crash.read_bytes())
     for r in results:  # monotonic clock readings mean nothing outside this run
         r.pop("sent", None)
         r.pop("answered", None)

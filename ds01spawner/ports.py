@@ -8,6 +8,7 @@ because binding to it fails.
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 
@@ -20,12 +21,13 @@ class PortPool:
         self._reserved: set[int] = set()
         self._lock = threading.Lock()
 
-    def reserve(self, attempts: int = 50) -> int:
-        """Reserve and return a port that nothing listens on right now."""
+    def reserve(self, attempts: int = 50, port_range: tuple[int, int] | None = None) -> int:
+        """Reserve and return a port that nothing listens on right now (from ``port_range``
+        when given, else any the kernel offers)."""
         with self._lock:
             for _ in range(attempts):
-                port = _unbound_port(self.host)
-                if port not in self._reserved:
+                port = _unbound_port(self.host, port_range)
+                if port and port not in self._reserved:
                     self._reserved.add(port)
                     return port
         raise RuntimeError(f"no free port on {self.host} after {attempts} attempts")
@@ -44,7 +46,11 @@ class PortPool:
             return port in self._reserved
 
 
-def _unbound_port(host: str) -> int:
+def _unbound_port(host: str, port_range: tuple[int, int] | None = None) -> int:
+    """A port nothing is bound to now; 0 when the one tried in ``port_range`` is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
+        try:
+            s.bind((host, random.randint(*port_range) if port_range else 0))
+        except OSError:
+            return 0
         return s.getsockname()[1]

@@ -10,6 +10,7 @@ project's own image from its Dockerfile).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -45,11 +46,14 @@ from .spawner_form import FormSteps
 from .spawner_gpus import GpuSteps
 from .spawner_images import ImageSteps
 from .spawner_limits import LimitSteps
+from .spawner_network import NetworkSteps
 from .spawner_session import SessionSteps
 from .workspace import WorkspaceError, prepare_workspace
 
 
-class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, DockerSpawner):
+class DS01Spawner(
+    FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, NetworkSteps, DockerSpawner
+):
     """Spawn each project of a user as a named server in a fresh, temporary container.
 
     The project folder ``<workspace_root>/<project>`` is mounted at ``/workspace``; everything
@@ -403,6 +407,25 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
     _port_pool = PortPool()
     _port_reserved = False
 
+    _client_lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.APIClient:
+        """DockerSpawner's one Docker client of the hub, made exactly once.
+
+        DockerSpawner makes it lazily without a lock, which is safe with its one-thread
+        executor but not with DS01's ``docker_threads``: at a fresh hub's first launches several
+        threads each made a client, the ones replaced were finalized (their pooled connections
+        closed) while other threads were using them, and the hub died of a segmentation fault
+        (issue 14, finding 8; docs/security-availability.md#crash-and-restart).
+        """
+        cls = self.__class__
+        if cls._client is None:
+            with DS01Spawner._client_lock:
+                if cls._client is None:
+                    return DockerSpawner.client.fget(self)
+        return cls._client
+
     @property
     def executor(self) -> ThreadPoolExecutor:
         cls = DS01Spawner
@@ -443,7 +466,7 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
         return {"user": self.user.name, "project": self.project or "", "server": self.name or ""}
 
     def _reserve_port(self) -> None:
-        self.port = self._port_pool.reserve()
+        self.port = self._port_pool.reserve(port_range=self._server_port_range())
         self._port_reserved = True
 
     def _release_port(self) -> None:
@@ -665,10 +688,14 @@ class DS01Spawner(FormSteps, GpuSteps, LimitSteps, ImageSteps, SessionSteps, Doc
             self._reserve_port()
             self.ip = "127.0.0.1"
         try:
+            if self.network_name == HOST_NETWORK:
+                await self._network_setup()  # fails closed, before any container exists
             ip, port = await super().start()
             await self._check_mounted_workspace()
             self.progress_log.emit(70, "Container started; waiting for JupyterLab to listen")
             await wait_until_listening(ip, port, self._check_alive, timeout=self.http_timeout)
+            if self.network_name == HOST_NETWORK:
+                await self._verify_port_owner(ip, port)
         except BaseException as e:
             await self._cleanup_failed_start()
             if isinstance(e, DOCKER_ERRORS) and not await asyncio.to_thread(

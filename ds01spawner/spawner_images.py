@@ -30,13 +30,13 @@ from docker.utils import kwargs_from_env
 from jupyterhub import __version__ as hub_version
 from jupyterhub.traitlets import ByteSpecification
 from traitlets import Bool, Int, List, Unicode, default
-from traitlets.config import LoggingConfigurable
 
 from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
 from .identity import Identity
 from .images import compat, housekeeping
 from .images.builder import (
     STEP_RE,
+    BuildAPIClient,
     BuildError,
     BuildJob,
     BuildSpec,
@@ -62,6 +62,7 @@ from .images.dockerfile_rules import extends_layers
 from .images.tags import TagError, image_ref, split_ref
 from .logsafe import escape_line, untrusted
 from .project_files import ProjectFileError, write_project_file
+from .spawner_build_limits import BuildLimitSteps
 
 DIGEST_LABEL = "ds01.image.digest"
 BUILD_LOG = ".ds01/build.log"
@@ -72,7 +73,7 @@ TAIL_IN_MESSAGE = 12
 BUILD_FROM, BUILD_TO = 15, 50
 
 
-class ImageSteps(LoggingConfigurable):
+class ImageSteps(BuildLimitSteps):
     """Traits and methods DS01Spawner uses to give a project its own image."""
 
     project_images = Bool(
@@ -185,9 +186,11 @@ class ImageSteps(LoggingConfigurable):
             kwargs.update(self.client_kwargs)
 
             def api(timeout: float) -> docker.APIClient:
-                return docker.APIClient(**{**kwargs, "timeout": timeout})
+                return BuildAPIClient(**{**kwargs, "timeout": timeout})
 
-            ImageSteps._image_builder = ImageBuilder(api, self.image_build_threads, self.log)
+            ImageSteps._image_builder = ImageBuilder(
+                api, self.image_build_threads, self.log, per_user=self.image_builds_per_user
+            )
         return ImageSteps._image_builder
 
     async def _in_io(self, fn, *args, **kwargs):
@@ -408,6 +411,8 @@ class ImageSteps(LoggingConfigurable):
     async def _build(self, plan: dict, project_dir: str, ident: Identity, who: str) -> str:
         ref, digest = plan["ref"], plan["digest"]
         builder = self._builder()
+        engine_params = await self._build_engine_params(who)
+        # no await from here until the build is started or joined: one build per content
         job = builder.job_for(digest)
         joined = job is not None
         if job is None:
@@ -426,6 +431,8 @@ class ImageSteps(LoggingConfigurable):
                 timeout=self.image_build_timeout,
                 who=who,
                 container_limits=self._build_limits(),
+                engine_params=engine_params,
+                owner=self.user.name,
             )
             job = builder.start(spec)
             self.progress_log.emit(
@@ -472,11 +479,6 @@ class ImageSteps(LoggingConfigurable):
                 error=error[:2000] or None,
                 joined=joined,
             )
-
-    def _build_limits(self) -> dict | None:
-        """A build's RUN steps get the memory limit of the user's servers (limits file)."""
-        memory = getattr(getattr(self, "_limits", None), "memory", None)
-        return {"memory": memory, "memswap": memory} if memory else None
 
     @staticmethod
     def shown_step(line: str) -> str | None:
@@ -592,7 +594,12 @@ class ImageSteps(LoggingConfigurable):
         result = await checker.check(
             image_id,
             lambda: self._in_io(
-                compat.run_check, self.client, image_id, f"{ident.uid}:{ident.gid}", self.prefix
+                compat.run_check,
+                self.client,
+                image_id,
+                f"{ident.uid}:{ident.gid}",
+                self.prefix,
+                limits=compat.CHECK_LIMITS if self.image_check_limits else None,
             ),
         )
         if not result.ok:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import grp
-import pwd
 from datetime import datetime, timezone
 
 from jupyterhub import orm
 
 from .errors import user_error
+from .identity import group_names
 from .limits import Limits, LimitsError, LimitsStore, explain, unmatched_groups
 
 LIMITS_DOWN_MESSAGE = (
@@ -39,13 +38,9 @@ def limits_store(path: str, log=None, on_event=None) -> LimitsStore:
 
 
 def unix_groups(username: str) -> list[str]:
-    """Names of the system account's groups (primary included); [] without an account."""
-    try:
-        primary = pwd.getpwnam(username).pw_gid
-    except (KeyError, ValueError):
-        return []
-    names = [g.gr_name for g in grp.getgrall() if username in g.gr_mem or g.gr_gid == primary]
-    return sorted(set(names))
+    """Names of the system account's groups (primary included); [] without an account.
+    Called in worker threads: reentrant lookups only (identity.group_names)."""
+    return group_names(username)
 
 
 def _limits_event(settings: tuple, event: str, **fields) -> None:

@@ -8,4 +8,12 @@ cd "$top"
 bash scripts/setup.sh
 echo "[ds01 demo] open http://127.0.0.1:${DS01_HUB_PORT:-8000}/ and log in as alice / ds01-demo"
 export PATH="$top/.venv/bin:$PATH"
-exec jupyterhub -f "$top/jupyterhub_config.py"
+# A hub that crashes (killed by a signal other than Ctrl-C / SIGTERM) is started again, as the
+# systemd unit in docs/security-availability.md does in production; servers keep running.
+while true; do
+  rc=0
+  jupyterhub -f "$top/jupyterhub_config.py" || rc=$?
+  if [ "$rc" -lt 128 ] || [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then exit "$rc"; fi
+  echo "[ds01 demo] the hub died (exit $rc; trace in .ds01/hub-crash.log): restarting in 2 s" >&2
+  sleep 2
+done

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Mapping
 from logging import Logger
 
@@ -67,6 +68,7 @@ class GpuBroker:
 
 
 _brokers: dict[str, GpuBroker] = {}
+_brokers_lock = threading.Lock()  # first calls come from several worker threads at once
 
 
 def broker_for(
@@ -74,7 +76,8 @@ def broker_for(
 ) -> GpuBroker:
     """The hub's broker for this configuration (made once; InventoryError when it cannot be)."""
     key = json.dumps([kind, simulated_gpus, state_file, respect_foreign], sort_keys=True)
-    if key not in _brokers:
-        inventory = make_inventory(kind, simulated_gpus, state_file or None, log)
-        _brokers[key] = GpuBroker(inventory, respect_foreign, log)
-    return _brokers[key]
+    with _brokers_lock:  # one inventory (one nvmlInit) per configuration, never two
+        if key not in _brokers:
+            inventory = make_inventory(kind, simulated_gpus, state_file or None, log)
+            _brokers[key] = GpuBroker(inventory, respect_foreign, log)
+        return _brokers[key]

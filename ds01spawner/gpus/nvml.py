@@ -38,6 +38,7 @@ Names and UUIDs may come as bytes (older pynvml) or str.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -145,6 +146,9 @@ class NvmlInventory(Inventory):
         except Exception as e:
             raise InventoryError(init_error_sentence(self.nvml, e)) from e
         self._open = True
+        # NVML is called from several worker threads (spawns, pages, the admin view); the
+        # scan keeps state (_total_slices, _gpu_count, problems): one scan at a time
+        self._lock = threading.RLock()
         self._total_slices: dict[str, int] = {}
         self._gpu_count = 0
         self._problems = ProblemLog(self.log)
@@ -162,6 +166,10 @@ class NvmlInventory(Inventory):
     # ---- the interface ------------------------------------------------------------------------
 
     def devices(self) -> list[Device]:
+        with self._lock:
+            return self._devices()
+
+    def _devices(self) -> list[Device]:
         problems: dict[str, str] = {}
         out = []
         for slot in self._scan(problems):
@@ -173,6 +181,10 @@ class NvmlInventory(Inventory):
         return out
 
     def usage(self) -> dict[str, DeviceUsage]:
+        with self._lock:
+            return self._usage_all()
+
+    def _usage_all(self) -> dict[str, DeviceUsage]:
         problems: dict[str, str] = {}
         out = {}
         for slot in self._scan(problems):
@@ -200,6 +212,10 @@ class NvmlInventory(Inventory):
         )
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._open:
             self._open = False
             try:

@@ -3,11 +3,20 @@
 ``docker build`` (the engine's classic builder, through docker-py's low-level ``APIClient``)
 blocks a thread for as long as the build runs, so builds get their own small pool: however many
 builds run, the spawner's Docker threads (and with them every other user's spawn, poll and page)
-stay free. Output comes back line by line to the event loop (``loop.call_soon_threadsafe``),
-where every launch waiting for the build sees it.
+stay free. Builds are keyed by the content hash of everything the build reads, so concurrent
+launches that need the same image (the same user twice, or two users with identical projects)
+await one build.
 
-Builds are keyed by the content hash of everything the build reads, so concurrent launches that
-need the same image (the same user twice, or two users with identical projects) await one build.
+No student can stall the others (docs/security-availability.md):
+
+- one build per user runs at a time (``per_user``); a user's other builds wait, without a pool
+  thread, and their launch pages say so; a build nobody waits for any more is dropped;
+- the timeout counts from the build's first step (its thread starting), never from submission,
+  so time spent waiting for a slot is not charged to anyone's build;
+- output is split into lines in the build thread in linear time, each line cut at 4 KiB, ANSI
+  and control sequences stripped, and kept within a byte budget (``output.KeptLog``); the event
+  loop gets it in batches, at most one pending batch, with a bounded number of lines each;
+- a finished build keeps only a short tail of its output.
 
 The timeout really ends a build: the waiters stop waiting at once, the container of the step
 that runs (``---> Running in <id>``) is killed so the engine ends the build, and the connection's
@@ -22,10 +31,9 @@ import re
 import tempfile
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import docker
@@ -33,169 +41,113 @@ import requests
 
 from ..logsafe import escape_line
 from .context import ContextChanged
+from .job import (  # noqa: F401 - the builder's public names
+    STEP_RE,
+    BuildError,
+    BuildJob,
+    BuildResult,
+    BuildSpec,
+    BuildTimeout,
+    EngineError,
+)
+from .output import MAX_LINE, LineSplitter, clean
 
-STEP_RE = re.compile(r"Step (\d+)/(\d+) : (.*)")
 RUNNING_IN_RE = re.compile(r" ---> Running in ([0-9a-f]{12,64})")
-_LINE_SPLIT = re.compile(r"\r\n|\r|\n")
-_NOISE = (" ---> ", "Removing intermediate container", "Successfully ")
 RECENT_SECONDS = 120  # a finished build is joined instead of repeated for this long
-MAX_LINE = 2000  # characters kept of one output line
-HEAD_LINES = 5000  # a huge log keeps its first and last lines
-TAIL_LINES = 10000
+TRIM_AFTER = 5.0  # seconds after a build ends, its kept output shrinks to a short tail
+WAITING_MESSAGE = "Waiting for your other build to finish: one build per user runs at a time"
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 log = logging.getLogger("ds01spawner.images")
 
 
-@dataclass
-class BuildSpec:
-    key: str  # the content hash; builds with the same key are one build
-    tag: str  # repository:tag of the result
-    write_context: Callable[[BinaryIO], str]  # writes the tar; returns the hash it wrote
-    buildargs: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    timeout: float = 600.0
-    who: str = ""  # for log lines: user=... project=...
-    container_limits: dict | None = None  # of the build's containers, e.g. {"memory": bytes}
+class BuildAPIClient(docker.APIClient):
+    """docker-py's APIClient whose ``build`` also sends ``extra_params`` (``cpuquota``,
+    ``cpuperiod``, ``cgroupparent``: parameters of the engine's /build that docker-py does not
+    pass through)."""
 
+    _extra_build_params: dict = {}
 
-@dataclass
-class BuildResult:
-    image_id: str
-    seconds: float
-    steps: int
+    def build(self, *args, extra_params: dict | None = None, **kwargs):
+        self._extra_build_params = dict(extra_params or {})
+        return super().build(*args, **kwargs)
 
-
-class BuildError(Exception):
-    """The build failed: ``step`` is the failing ``Step n/m : ...`` line, ``tail`` the last lines
-    of its output, ``reason`` the engine's error."""
-
-    def __init__(self, reason: str, step: str | None, tail: list[str], seconds: float) -> None:
-        super().__init__(reason)
-        self.reason, self.step, self.tail, self.seconds = reason, step, tail, seconds
-
-
-class BuildTimeout(BuildError):
-    pass
-
-
-class EngineError(Exception):
-    """The Docker engine failed (not the Dockerfile)."""
-
-
-class BuildJob:
-    """One build and everyone waiting for it."""
-
-    def __init__(self, spec: BuildSpec, loop: asyncio.AbstractEventLoop) -> None:
-        self.spec = spec
-        self.loop = loop
-        self.future: asyncio.Future[BuildResult] = loop.create_future()
-        self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self.head: list[str] = []
-        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self.dropped = 0
-        self.step: tuple[int, int, str] | None = None
-        self.step_output: list[str] = []  # output of the current step (last lines)
-        self.started = time.monotonic()
-        self.finished_at: float | None = None
-        self.container: str | None = None  # the container of the step that runs
-        self.cancelled = threading.Event()
-        self.thread_done = threading.Event()
-        self._listeners: list[Callable[[str], None]] = []
-        self.waiters = 0
-
-    # -- on the event loop --
-
-    def publish(self, line: str) -> None:
-        if len(self.head) < HEAD_LINES:
-            self.head.append(line)
-        else:
-            if len(self.tail) == self.tail.maxlen:
-                self.dropped += 1
-            self.tail.append(line)
-        m = STEP_RE.fullmatch(line)
-        if m:
-            self.step = (int(m[1]), int(m[2]), m[3])
-            self.step_output = []
-        elif not line.startswith(_NOISE):
-            self.step_output = [*self.step_output[-39:], line]
-        for listener in list(self._listeners):
-            try:
-                listener(line)
-            except Exception:  # noqa: BLE001 - one waiter's bug never stops the build
-                log.exception("Build output listener failed")
-
-    def subscribe(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener`` with every line so far, then with each new one."""
-        for line in self.lines():
-            listener(line)
-        self._listeners.append(listener)
-
-    def unsubscribe(self, listener: Callable[[str], None]) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-
-    def lines(self) -> list[str]:
-        """The whole log (a very long one without its middle)."""
-        if self.dropped:
-            return [*self.head, f"... ({self.dropped} lines left out) ...", *self.tail]
-        return [*self.head, *self.tail]
-
-    def step_line(self) -> str | None:
-        return f"Step {self.step[0]}/{self.step[1]} : {self.step[2]}" if self.step else None
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
+    def _post(self, url, **kwargs):
+        if url.endswith("/build") and self._extra_build_params:
+            kwargs["params"] = {**(kwargs.get("params") or {}), **self._extra_build_params}
+        return super()._post(url, **kwargs)
 
 
 class ImageBuilder:
-    """Runs builds in its own pool of ``threads``; one per content hash at a time."""
+    """Runs builds in its own pool of ``threads``; one per content hash and at most
+    ``per_user`` per owner at a time."""
 
     def __init__(
         self,
         api_factory: Callable[[float], object],
         threads: int = 2,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
+        per_user: int = 1,
     ) -> None:
         self._api_factory = api_factory
         self.log = logger or log
+        self.threads = threads
+        self.per_user = per_user
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ds01-build")
         self._jobs: dict[str, BuildJob] = {}
         self._recent: OrderedDict[str, BuildJob] = OrderedDict()  # finished with success
+        self._running: dict[str, int] = defaultdict(int)  # owner -> builds in the pool
+        self._waiting: dict[str, deque[BuildJob]] = defaultdict(deque)
         self.builds_started = 0
         #: (monotonic time, event, key, tag) for "start", "join", "done", "failed", "timeout"
         self.events: deque[tuple[float, str, str, str]] = deque(maxlen=1000)
 
     def job_for(self, key: str) -> BuildJob | None:
-        """The build of ``key`` that runs, or that just succeeded (a launch that looked for the
-        image while it was being tagged still joins it instead of building again)."""
+        """The build of ``key`` that runs or waits, or that just succeeded (a launch that
+        looked for the image while it was being tagged still joins it)."""
         job = self._jobs.get(key) or self._recent.get(key)
         if job and job.finished_at and time.monotonic() - job.finished_at > RECENT_SECONDS:
             return None
         return job
 
+    def in_pool(self) -> int:
+        return sum(self._running.values())
+
     def start(self, spec: BuildSpec) -> BuildJob:
-        """Start a build now (call only when ``job_for(spec.key)`` is None, without awaiting
-        anything in between, so that two launches never both start one)."""
+        """Start a build, or line it up behind its owner's running one (call only when
+        ``job_for(spec.key)`` is None, without awaiting anything in between)."""
         assert spec.key not in self._jobs, "a build of this content runs already"
-        loop = asyncio.get_running_loop()
-        job = BuildJob(spec, loop)
+        job = BuildJob(spec, asyncio.get_running_loop())
         self._jobs[spec.key] = job
+        if spec.owner and self._running[spec.owner] >= self.per_user:
+            job.state = "waiting"
+            self._waiting[spec.owner].append(job)
+            self.log.info("Image build waits for another build %s tag=%s", spec.who, spec.tag)
+            job.record(WAITING_MESSAGE)
+        else:
+            self._launch(job)
+        return job
+
+    def _launch(self, job: BuildJob) -> None:
+        spec = job.spec
+        if self.in_pool() >= self.threads:
+            job.record(f"Waiting for a free build slot ({self.threads} builds run now)")
+        self._running[spec.owner] += 1
+        job.state = "queued"
         self.builds_started += 1
         self.events.append((time.monotonic(), "start", spec.key, spec.tag))
         self.log.info("Image build started %s tag=%s", spec.who, spec.tag)
-        timer = loop.call_later(spec.timeout, self._expire, job)
         work = asyncio.wrap_future(self._pool.submit(self._run, job))
-        work.add_done_callback(lambda f: self._finished(job, f, timer))
-        return job
+        work.add_done_callback(lambda f: self._finished(job, f))
 
     async def wait(self, job: BuildJob, listener: Callable[[str], None] | None = None):
         """The result of ``job``; BuildError, BuildTimeout, EngineError or ContextChanged.
 
-        Cancelling the waiter (its spawn was cancelled) never cancels the build: others may
-        wait for it too, and a finished image is a cache hit next time.
+        Cancelling the waiter (its spawn was cancelled) never cancels a running build: others
+        may wait for it too, and a finished image is a cache hit next time.
         """
         job.waiters += 1
+        job.active += 1
         if job.waiters > 1:
             self.events.append((time.monotonic(), "join", job.spec.key, job.spec.tag))
         if listener:
@@ -203,32 +155,31 @@ class ImageBuilder:
         try:
             return await asyncio.shield(job.future)
         finally:
+            job.active -= 1
             if listener:
                 job.unsubscribe(listener)
 
     # -- completion --
 
-    def _finished(self, job: BuildJob, work: asyncio.Future, timer: asyncio.TimerHandle) -> None:
-        timer.cancel()
+    def _arm(self, job: BuildJob) -> None:
+        """The build's first step: its timeout starts now."""
+        if job.finished_at is None and not job.future.done():
+            job.timer = job.loop.call_later(job.spec.timeout, self._expire, job)
+
+    def _finished(self, job: BuildJob, work: asyncio.Future) -> None:
+        if job.timer:
+            job.timer.cancel()
         job.finished_at = time.monotonic()
+        job.state = "done"
+        job.loop.call_later(TRIM_AFTER, job.trim)
         error = work.exception()  # retrieved always, also after a timeout
         if self._jobs.get(job.spec.key) is job:
             del self._jobs[job.spec.key]
+        self._release(job.spec.owner)
         if job.future.done():  # expired: the timeout already answered the waiters
             return
         if error is None:
-            result = BuildResult(work.result(), job.elapsed(), job.step[1] if job.step else 0)
-            self._recent[job.spec.key] = job
-            while len(self._recent) > 64:
-                self._recent.popitem(last=False)
-            self.events.append((time.monotonic(), "done", job.spec.key, job.spec.tag))
-            self.log.info(
-                "Image build finished %s tag=%s in %.1f s",
-                job.spec.who,
-                job.spec.tag,
-                result.seconds,
-            )
-            job.future.set_result(result)
+            self._succeeded(job, work.result())
             return
         self.events.append((time.monotonic(), "failed", job.spec.key, job.spec.tag))
         self.log.warning(
@@ -239,6 +190,36 @@ class ImageBuilder:
             escape_line(str(error)),
         )
         job.future.set_exception(error)
+
+    def _succeeded(self, job: BuildJob, image_id: str) -> None:
+        result = BuildResult(image_id, job.elapsed(), job.step[1] if job.step else 0)
+        self._recent[job.spec.key] = job
+        while len(self._recent) > 64:
+            self._recent.popitem(last=False)
+        self.events.append((time.monotonic(), "done", job.spec.key, job.spec.tag))
+        self.log.info(
+            "Image build finished %s tag=%s in %.1f s", job.spec.who, job.spec.tag, result.seconds
+        )
+        job.future.set_result(result)
+
+    def _release(self, owner: str) -> None:
+        """The owner's build left the pool: start their next build that someone waits for."""
+        self._running[owner] -= 1
+        if self._running[owner] <= 0:
+            del self._running[owner]
+        queue = self._waiting.get(owner)
+        while queue and self._running.get(owner, 0) < self.per_user:
+            job = queue.popleft()
+            if job.active > 0:
+                self._launch(job)
+                continue
+            self.log.info("Image build dropped %s tag=%s: nobody waits", job.spec.who, job.spec.tag)
+            if self._jobs.get(job.spec.key) is job:
+                del self._jobs[job.spec.key]
+            job.finished_at = time.monotonic()
+            job.future.set_exception(EngineError("the build was dropped: nobody waited for it"))
+        if queue is not None and not queue:
+            self._waiting.pop(owner, None)
 
     def _expire(self, job: BuildJob) -> None:
         if job.future.done():
@@ -260,7 +241,7 @@ class ImageBuilder:
                 f"the build was stopped after {seconds:.0f} s (the limit is "
                 f"{job.spec.timeout:.0f} s)",
                 job.step_line(),
-                list(job.step_output[-20:]),
+                job.last_output()[-20:],
                 seconds,
             )
         )
@@ -292,7 +273,10 @@ class ImageBuilder:
     # -- in the build thread --
 
     def _run(self, job: BuildJob) -> str:
+        job.started = time.monotonic()
+        job.state = "running"
         try:
+            job.loop.call_soon_threadsafe(self._arm, job)
             return self._build(job)
         finally:
             job.thread_done.set()
@@ -300,12 +284,13 @@ class ImageBuilder:
     def _build(self, job: BuildJob) -> str:
         spec = job.spec
 
-        def emit(line: str) -> None:
-            line = line[:MAX_LINE]
-            m = RUNNING_IN_RE.fullmatch(line)
-            if m:
-                job.container = m[1]
-            job.loop.call_soon_threadsafe(job.publish, line)
+        def emit(*lines: str) -> None:
+            for line in lines:
+                if line.startswith(" ---> Running in "):
+                    m = RUNNING_IN_RE.fullmatch(line)
+                    if m:
+                        job.container = m[1]
+            job.record_many(lines)
 
         with tempfile.TemporaryFile(prefix="ds01-context-") as context:
             written = spec.write_context(context)
@@ -320,7 +305,7 @@ class ImageBuilder:
                 return self._stream(api, job, context, emit)
             except docker.errors.APIError as e:
                 if e.status_code and 400 <= e.status_code < 500:
-                    reason = str(e.explanation or e)
+                    reason = _one_line(str(e.explanation or e))
                     emit(reason)
                     raise BuildError(reason, job.step_line(), [reason], job.elapsed()) from e
                 raise EngineError(str(e)) from e
@@ -331,8 +316,9 @@ class ImageBuilder:
             finally:
                 api.close()
 
-    def _stream(self, api, job: BuildJob, context: BinaryIO, emit: Callable[[str], None]) -> str:
+    def _stream(self, api, job: BuildJob, context: BinaryIO, emit: Callable[..., None]) -> str:
         spec = job.spec
+        extra = {"extra_params": spec.engine_params} if spec.engine_params else {}
         stream = api.build(
             fileobj=context,
             custom_context=True,
@@ -344,51 +330,36 @@ class ImageBuilder:
             buildargs=spec.buildargs,
             labels=spec.labels,
             container_limits=spec.container_limits or None,
+            **extra,
         )
         image_id = None
         error = None
-        partial = ""
+        lines = LineSplitter()
         for chunk in stream:
             if job.cancelled.is_set():
                 break
             if "stream" in chunk:
-                *complete, partial = _LINE_SPLIT.split(partial + str(chunk["stream"]))
-                for line in complete:
-                    if line.strip():
-                        emit(line.rstrip())
+                emit(*lines.feed(str(chunk["stream"])))
+                time.sleep(0)  # let the event loop have the GIL between chunks
             elif chunk.get("aux", {}).get("ID"):
                 image_id = chunk["aux"]["ID"]
             elif "error" in chunk or "errorDetail" in chunk:
                 error = (chunk.get("errorDetail") or {}).get("message") or str(chunk.get("error"))
-                if partial.strip():
-                    emit(partial.rstrip())
-                    partial = ""
-                emit(error)
+                error = _one_line(error)
+                emit(*lines.flush(), error)
             elif chunk.get("status"):
-                emit(str(chunk["status"]))
-        if partial.strip():
-            emit(partial.rstrip())
+                emit(_one_line(str(chunk["status"])))
+        emit(*lines.flush())
         if job.cancelled.is_set():
             raise EngineError("the build was stopped")
         if error is not None:
-            tail = _failing_output(job, error)
-            raise BuildError(error, job.step_line(), tail, job.elapsed())
+            tail = [line for line in job.last_output() if line != error]
+            raise BuildError(error, job.step_line(), [*tail[-20:], error], job.elapsed())
         if image_id is None:
             image_id = api.inspect_image(spec.tag)["Id"]
         return image_id
 
 
-def _failing_output(job: BuildJob, error: str) -> list[str]:
-    """The last lines of the failing step's output, read in the build thread.
-
-    The event loop may not have published the newest lines yet, so this waits (briefly) until
-    the loop has run everything scheduled so far.
-    """
-    done = threading.Event()
-    try:
-        job.loop.call_soon_threadsafe(done.set)
-    except RuntimeError:  # loop closed
-        return [error]
-    done.wait(5)
-    lines = [line for line in job.step_output if line != error]
-    return [*lines[-20:], error]
+def _one_line(text: str) -> str:
+    """An engine message as one clean line of at most MAX_LINE characters."""
+    return clean(" ".join(text[: MAX_LINE * 2].split()))[:MAX_LINE]

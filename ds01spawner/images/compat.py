@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import requests
 
 CHECK_COMMAND = ["/bin/sh", "-c", 'exec "$@"', "ds01-check", "jupyterhub-singleuser", "--version"]
+#: host config of the check container: a fork bomb or a busy loop in an image's entrypoint
+#: cannot take the host while the hub waits for the check
+CHECK_LIMITS = {"pids_limit": 128, "nano_cpus": 1_000_000_000, "mem_limit": 1 << 30}
 _VERSION_RE = re.compile(r"\s*v?(\d+)\.(\d+)(?:\.\d+)?\S*\s*")
 
 
@@ -76,7 +79,9 @@ def check_labels(image_labels: dict) -> dict:
     return labels
 
 
-def run_check(api, image: str, user: str, name_prefix: str, timeout: float = 60) -> CompatResult:
+def run_check(
+    api, image: str, user: str, name_prefix: str, timeout: float = 60, limits: dict | None = None
+) -> CompatResult:
     """Run the check container of ``image`` (blocking: call it in a thread)."""
     import docker
     from jupyterhub import __version__ as hub_version
@@ -85,7 +90,10 @@ def run_check(api, image: str, user: str, name_prefix: str, timeout: float = 60)
     # (gpus.table.is_server_container), whatever labels its image carries.
     name = f"{name_prefix}_imagecheck_{secrets.token_hex(4)}"
     host_config = api.create_host_config(
-        network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges:true"]
+        network_mode="none",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        **(limits or {}),
     )
     container = api.create_container(
         image,

@@ -7,7 +7,9 @@ missing these tests fail (they never skip), with the command that fixes it.
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
+import os
 import secrets
 import uuid
 
@@ -38,6 +40,12 @@ def docker_client():
 def _remove_all(client, prefix: str) -> None:
     for c in ds01_containers(client, prefix):
         c.remove(force=True)
+    # the per-user build cgroups of this hub (image_build_pids); empty once its builds ended
+    for cgroup in glob.glob(f"/sys/fs/cgroup/pids/{prefix}-build-*"):
+        try:
+            os.rmdir(cgroup)
+        except OSError:
+            pass
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,12 @@ if os.environ.get("DS01_TEST_SLOW_SPAWN_TIMEOUT"):
 # "Spawner"}): the spawner and every service must still see them (issue 15 item 3).
 for key, section in json.loads(os.environ.get("DS01_TEST_SECTIONS") or "{}").items():
     setattr(getattr(c, section), key, c.DS01Spawner.pop(key))
+# User servers on their own origin: http://<user>.localhost:<port> (requests go to 127.0.0.1).
+if os.environ.get("DS01_TEST_SUBDOMAINS"):
+    c.JupyterHub.subdomain_host = f"http://localhost:{os.environ['DS01_HUB_PORT']}"
+# Any other DS01Spawner settings of a test: JSON {"<setting>": value}.
+for key, value in json.loads(os.environ.get("DS01_TEST_SPAWNER") or "{}").items():
+    setattr(c.DS01Spawner, key, value)
 # the shipped config checked its own settings; check what this file changed, as it would
 from ds01spawner.startup import check_config, configure_services  # noqa: E402
 

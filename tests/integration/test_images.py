@@ -433,3 +433,40 @@ def test_housekeeping_lists_prunes_and_never_deletes_an_image_in_use(docker_clie
             api.remove_container(used, force=True)
     finally:
         remove_images(docker_client, prefix)
+
+
+# ---- hostile builds: bounded output, limits ----------------------------------------------------
+
+
+def test_a_hostile_build_is_bounded_cut_stripped_and_limited(images_hub):
+    """200 KB without a newline after an ANSI escape: one line cut at 4 KiB in build.log, no
+    escape left; the RUN step sees the CPU quota, the memory limit and the per-user pids cgroup."""
+    hub = images_hub
+    flood = "import sys; sys.stdout.write(chr(27) + '[31m' + 'z' * 200000); sys.stdout.flush()"
+    run = (
+        f'RUN echo {TOKEN} && python3 -c "{flood}" && echo && grep pids /proc/self/cgroup '
+        "&& echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) "
+        "&& echo memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) && exit 3\n"
+    )
+    write_project(hub, "erin", "hostile", {"Dockerfile": BASE + run})
+    message = failure(launch(hub, "erin", "hostile")[0])
+    assert "Step 2/3" in message and "failed" in message
+    log = (hub.workspaces / "erin" / "hostile" / ".ds01" / "build.log").read_text()
+    assert "non-zero code: 3" in log
+    (cut,) = [line for line in log.splitlines() if line.startswith("zzz")]
+    assert cut.endswith(f"[... {200005 - 4096} characters cut]") and len(cut) < 4200
+    assert "\x1b" not in log
+    assert "quota=200000" in log and f"memory={4 << 30}" in log
+    (pids,) = [line for line in log.splitlines() if ":pids:" in line]
+    assert f"/{hub.prefix}-build-" in pids
+    parent = pids.split(":pids:")[1].rsplit("/", 1)[0]
+    try:
+        with open(f"/sys/fs/cgroup/pids{parent}/pids.max") as f:
+            assert f.read().strip() == "1024"
+    finally:
+        try:
+            import os
+
+            os.rmdir(f"/sys/fs/cgroup/pids{parent}")
+        except OSError:
+            pass

@@ -64,3 +64,37 @@ def test_progress_follow_gets_past_and_future_events_escaped():
     assert [e["progress"] for e in got] == [10, 50, 100]
     assert got[1]["html_message"] == "&lt;b&gt;step&lt;/b&gt;"
     assert got[1]["message"] == "<b>step</b>"
+
+
+def test_the_docker_client_is_made_once_however_many_threads_ask(monkeypatch):
+    """Finding 8 of issue 14: concurrent first uses made several clients, and the replaced
+    ones were finalized while in use (a segfault of the hub)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dockerspawner.dockerspawner as ds
+
+    from ds01spawner.spawner import DS01Spawner
+
+    made = []
+
+    class SlowClient:
+        def __init__(self, **kw):
+            time.sleep(0.05)  # like APIClient(version="auto"): a request to the engine
+            made.append(self)
+
+    monkeypatch.setattr(ds.docker, "APIClient", SlowClient)
+    monkeypatch.setattr(DS01Spawner, "_client", None)
+    spawner = DS01Spawner.__new__(DS01Spawner)  # no hub: only the client property is used
+    monkeypatch.setattr(DS01Spawner, "tls_config", {}, raising=False)
+    monkeypatch.setattr(DS01Spawner, "client_kwargs", {}, raising=False)
+    barrier = threading.Barrier(16)
+
+    def get(_):
+        barrier.wait()
+        return DS01Spawner.client.fget(spawner)
+
+    with ThreadPoolExecutor(16) as pool:
+        clients = list(pool.map(get, range(16)))
+    assert len(made) == 1 and all(c is made[0] for c in clients)

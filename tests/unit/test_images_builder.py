@@ -7,11 +7,13 @@ import time
 
 import pytest
 
+from ds01spawner.images import builder as builder_module
 from ds01spawner.images import compat, housekeeping
 from ds01spawner.images.builder import (
     BuildError,
     BuildSpec,
     BuildTimeout,
+    EngineError,
     ImageBuilder,
 )
 from ds01spawner.images.context import ContextChanged
@@ -229,20 +231,142 @@ def test_a_just_finished_build_is_joined_not_repeated(monkeypatch):
 
 
 def test_very_long_output_keeps_head_and_tail():
-    from ds01spawner.images import builder as builder_module
+    from ds01spawner.images import output
 
-    script = [{"stream": f"line {i}\n"} for i in range(builder_module.HEAD_LINES + 20000)]
+    n = output.HEAD_LINES + output.TAIL_LINES + 5000
+    script = [{"stream": f"line {i}\n"} for i in range(n)]
     builder = ImageBuilder(FakeAPI([*script, *OK_SCRIPT]).factory)
 
     async def main():
         job = builder.start(spec())
         await builder.wait(job)
+        return job, job.lines()
+
+    job, lines = asyncio.run(main())
+    assert lines[0] == "line 0" and lines[-1] == "Successfully built bbbbbbbbbbbb"
+    assert any("lines left out" in line for line in lines)
+    assert len(lines) <= output.HEAD_LINES + output.TAIL_LINES + 1
+    job.trim()  # what a finished build keeps
+    assert len(job.lines()) == output.FINISHED_TAIL_LINES + 1
+
+
+def test_output_without_newlines_is_one_cut_line_and_stripped_of_escapes():
+    from ds01spawner.images import output
+
+    big = [{"stream": "\x1b[31mx" + "y" * 65535} for _ in range(64)]  # 4 MiB, no newline
+    script = [OK_SCRIPT[0], *big, {"stream": "\n\x1b]0;title\x07done \x1b[1mbold\x1b[0m\n"}]
+    builder = ImageBuilder(FakeAPI([*script, *OK_SCRIPT[6:]]).factory)
+    seen = []
+
+    async def main():
+        job = builder.start(spec())
+        await builder.wait(job, seen.append)
         return job.lines()
 
     lines = asyncio.run(main())
-    assert lines[0] == "line 0" and lines[-1] == "Successfully built bbbbbbbbbbbb"
-    assert any("lines left out" in line for line in lines)
-    assert len(lines) <= builder_module.HEAD_LINES + builder_module.TAIL_LINES + 1
+    long = [line for line in lines if line.startswith("x")]
+    assert len(long) == 1 and len(long[0]) < output.MAX_LINE + 60
+    assert long[0].endswith(f"[... {64 * 65541 - output.MAX_LINE} characters cut]")
+    assert "\x1b" not in long[0] and "done bold" in lines
+    assert seen == lines
+
+
+# ---- fairness: one build per user, the timeout from the first step -----------------------------
+
+
+def owned(owner, key, timeout=30.0):
+    s = spec(key=key, tag=f"ds01-{owner}/p:{key[:4]}", timeout=timeout)
+    s.owner = owner
+    return s
+
+
+def test_one_build_per_user_runs_the_others_wait_their_turn_without_a_thread():
+    release = threading.Event()
+    api = FakeAPI(["WAIT", *OK_SCRIPT], release)
+    builder = ImageBuilder(api.factory, threads=2)
+
+    async def main():
+        seen = []
+        a1 = builder.start(owned("alice", "1" * 64))
+        a2 = builder.start(owned("alice", "2" * 64))
+        waits = [
+            asyncio.ensure_future(builder.wait(a1)),
+            asyncio.ensure_future(builder.wait(a2, seen.append)),
+        ]
+        b = builder.start(owned("bob", "3" * 64))  # bob is not behind alice's second build
+        waits.append(asyncio.ensure_future(builder.wait(b)))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(api.builds) == 2:
+                break
+        running = sorted(kw["tag"] for kw in api.builds)
+        states = (a1.state, a2.state, b.state)
+        release.set()
+        await asyncio.gather(*waits)
+        return running, states, seen
+
+    running, states, seen = asyncio.run(main())
+    assert running == ["ds01-alice/p:1111", "ds01-bob/p:3333"]
+    assert states == ("running", "waiting", "running")
+    assert seen[0] == builder_module.WAITING_MESSAGE
+    assert len(api.builds) == 3
+
+
+def test_the_timeout_counts_from_the_first_step_not_from_submission():
+    release = threading.Event()
+    api = FakeAPI(["WAIT", *OK_SCRIPT], release)
+    builder = ImageBuilder(api.factory, threads=1)
+
+    async def main():
+        slow = builder.start(owned("mallory", "1" * 64))
+        other = builder.start(owned("alice", "2" * 64, timeout=0.3))
+        first = asyncio.ensure_future(builder.wait(slow))
+        second = asyncio.ensure_future(builder.wait(other))
+        await asyncio.sleep(0.8)  # far past alice's 0.3 s, while she waits for the pool
+        assert not second.done()
+        release.set()
+        return await first, await second
+
+    done_slow, done_other = asyncio.run(main())
+    assert done_other.image_id.startswith("sha256:b") and done_other.seconds < 0.3
+
+
+def test_a_waiting_build_nobody_waits_for_is_dropped():
+    release = threading.Event()
+    api = FakeAPI(["WAIT", *OK_SCRIPT], release)
+    builder = ImageBuilder(api.factory, threads=2)
+
+    async def main():
+        a1 = builder.start(owned("alice", "1" * 64))
+        a2 = builder.start(owned("alice", "2" * 64))
+        w1 = asyncio.ensure_future(builder.wait(a1))
+        w2 = asyncio.ensure_future(builder.wait(a2))
+        await asyncio.sleep(0.05)
+        w2.cancel()  # the launch gave up
+        await asyncio.sleep(0)
+        release.set()
+        await w1
+        with pytest.raises(EngineError):
+            await a2.future
+        return builder.job_for("2" * 64)
+
+    assert asyncio.run(main()) is None
+    assert len(api.builds) == 1
+
+
+def test_engine_parameters_reach_the_build():
+    api = FakeAPI(OK_SCRIPT)
+    builder = ImageBuilder(api.factory)
+    s = spec()
+    s.engine_params = {"cpuquota": 200000, "cpuperiod": 100000}
+    s.container_limits = {"memory": 1 << 30, "memswap": 1 << 30}
+
+    async def main():
+        await builder.wait(builder.start(s))
+
+    asyncio.run(main())
+    assert api.builds[0]["extra_params"] == {"cpuquota": 200000, "cpuperiod": 100000}
+    assert api.builds[0]["container_limits"] == {"memory": 1 << 30, "memswap": 1 << 30}
 
 
 # ---- compat ------------------------------------------------------------------------------------
@@ -416,3 +540,137 @@ def test_steps_are_shown_as_the_user_wrote_the_dockerfile():
     assert ImageSteps.shown_step("Step 3/3 : LABEL ds01.image.digest=" + "a" * 64) is None
     assert ImageSteps.shown_step("Step 1/1 : FROM x") == "Step 1/1 : FROM x"  # never below n
     assert ImageSteps.shown_step("output line") == "output line"
+
+
+# ---- the build cgroup (pids) -------------------------------------------------------------------
+
+
+def test_build_cgroup_v1_and_v2_and_systemd(tmp_path):
+    from ds01spawner.images.cgroups import build_cgroup, cgroup_name
+
+    v1 = tmp_path / "v1"
+    (v1 / "pids").mkdir(parents=True)
+    name = build_cgroup("ds01", "alice", 256, "cgroupfs", str(v1))
+    assert name == cgroup_name("ds01", "alice") and name.startswith("/ds01-build-")
+    assert (v1 / "pids" / name.lstrip("/") / "pids.max").read_text() == "256"
+    assert cgroup_name("ds01", "bob") != name and cgroup_name("ds01", "../x").count("/") == 1
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpu memory pids\n")
+    (v2 / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    name = build_cgroup("ds01", "alice", 100, "cgroupfs", str(v2))
+    assert (v2 / name.lstrip("/") / "pids.max").read_text() == "100"
+    assert build_cgroup("ds01", "alice", 100, "systemd", str(v2)) is None
+    assert build_cgroup("ds01", "alice", 0, "cgroupfs", str(v2)) is None
+
+
+# ---- output: lines, escapes, the kept log ------------------------------------------------------
+
+
+def test_lines_do_not_depend_on_how_the_output_is_chunked():
+    import random
+
+    from ds01spawner.images.output import LineSplitter
+
+    text = "".join(
+        random.Random(7).choice(["a", "b", "\n", "\r", "\r\n", "\x1b[2K", "\t", " "])
+        for _ in range(20000)
+    )
+    whole = LineSplitter(max_line=50)
+    expected = whole.feed(text) + whole.flush()
+    rng = random.Random(8)
+    for _ in range(20):
+        split, out, i = LineSplitter(max_line=50), [], 0
+        while i < len(text):
+            n = rng.randint(1, 300)
+            out += split.feed(text[i : i + n])
+            i += n
+        assert out + split.flush() == expected
+    assert all("\x1b" not in line and "\r" not in line for line in expected)
+
+
+@pytest.mark.parametrize(
+    "raw,shown",
+    [
+        ("\x1b[1;31mred\x1b[0m", "red"),
+        ("\x1b]0;evil title\x07text", "text"),
+        ("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link"),
+        ("a\x08b\x00c\x7fd\x9b2Je", "abcde"),
+        ("tab\tstays", "tab\tstays"),
+        ("\x1b(Bplain\x1b=", "plain"),
+    ],
+)
+def test_clean_strips_terminal_sequences(raw, shown):
+    from ds01spawner.images.output import clean
+
+    assert clean(raw) == shown
+
+
+def test_kept_log_stays_within_its_byte_budget():
+    from ds01spawner.images.output import KeptLog
+
+    kept = KeptLog(head_lines=10, head_bytes=100, tail_lines=1000, tail_bytes=1000)
+    for i in range(10000):
+        kept.add(f"{i:04d}" + "x" * 45)
+    assert kept.size() <= 1100 and kept.count == 10000
+    lines = kept.lines()
+    assert lines[0].startswith("0000") and lines[-1].startswith("9999")
+    assert "lines left out" in lines[2]
+
+
+def test_the_image_check_container_runs_with_limits():
+    class Api:
+        def create_host_config(self, **kw):
+            self.host_config = kw
+            return kw
+
+        def create_container(self, image, **kw):
+            self.labels = kw["labels"]
+            return {"Id": "c1"}
+
+        def inspect_image(self, image):
+            return {"Config": {"Labels": {"ds01.user": "victim"}}}
+
+        def start(self, c):
+            pass
+
+        def wait(self, c, timeout):
+            return {"StatusCode": 0}
+
+        def logs(self, c, **kw):
+            return b"6.1.1\n"
+
+        def remove_container(self, c, force):
+            pass
+
+    api = Api()
+    result = compat.run_check(api, "sha256:x", "1000:100", "ds01", limits=compat.CHECK_LIMITS)
+    assert result.version == "6.1.1"
+    hc = api.host_config
+    assert hc["pids_limit"] == 128 and hc["nano_cpus"] == 10**9 and hc["mem_limit"] == 1 << 30
+    assert hc["network_mode"] == "none" and hc["cap_drop"] == ["ALL"]
+    assert api.labels["ds01.user"] == "" and api.labels["ds01.managed"] == "false"
+
+
+def test_a_flood_in_one_chunk_keeps_steps_and_says_what_it_did_not_show():
+    from ds01spawner.images import job as job_module
+
+    n = job_module.MAX_PENDING + 500
+    flood = "".join(f"out {i}\n" for i in range(n))
+    chunk = "Step 1/2 : FROM ds01/base:latest\n" + flood + "Step 2/2 : RUN x\nafter\n"
+    builder = ImageBuilder(FakeAPI([{"stream": chunk}, *OK_SCRIPT[6:]]).factory)
+    seen = []
+
+    async def main():
+        job = builder.start(spec())
+        seen.append(job)
+        await builder.wait(job, seen.append)
+        return job
+
+    job = asyncio.run(main())
+    shown = seen[1:]
+    assert "Step 2/2 : RUN x" in shown and "Step 1/2 : FROM ds01/base:latest" in shown
+    assert any(line.endswith("lines of output not shown here) ...") for line in shown)
+    assert len(shown) < job_module.MAX_PENDING + 20
+    assert job.step_line() == "Step 2/2 : RUN x" and job.last_output() == ["after"]
+    assert job.log.count == n + 4  # every line: 2 steps, "after", "Successfully built ..."
