@@ -171,6 +171,12 @@ def main(argv=None) -> int:
     p.add_argument("--pace", type=float, default=0.2, help="seconds between build MBs (0.2)")
     p.add_argument("--launches", type=int, default=100, help="queued launches (100)")
     p.add_argument("--phases", default="quiet,build,queue", help="which phases (all three)")
+    p.add_argument(
+        "--max-servers",
+        type=int,
+        default=2,
+        help="max_servers of every user in a limits file (2); 0: no limits file",
+    )
     p.add_argument("--json", help="write the raw numbers here")
     args = p.parse_args(argv)
     rid = secrets.token_hex(3)
@@ -181,6 +187,10 @@ def main(argv=None) -> int:
         "DS01_TEST_SLOW_SPAWN_TIMEOUT": "0",
         "DS01_TEST_BUILD_TIMEOUT": str(int(args.phase_seconds + 30)),
     }
+    if args.max_servers:  # as a deployment would have: the flood meets the user's limit
+        limits = tmp / "limits.yaml"
+        limits.write_text(f"defaults:\n  max_servers: {args.max_servers}\n")
+        env["DS01_TEST_LIMITS"] = str(limits)
     hub = Hub(tmp, f"{PREFIX}{rid}", extra_env=env)
     results: dict = {}
     try:
