@@ -181,6 +181,15 @@ class HomeView:
     def workspace(self) -> str:
         return shown_workspace(self.user.spawner.workspace_root, self.user.name)
 
+    def service_href(self, name: str) -> str:
+        """A link to a service from JupyterHub's own fields: ``<its host>/services/<name>/``
+        under ``subdomain_host`` (each service on its own origin, ``host`` with the port, which
+        JupyterHub 6's ``Service.href`` drops), else ``/services/<name>/``."""
+        service = (self.user.settings.get("services") or {}).get(name)
+        if service is not None:
+            return f"{service.host}{service.prefix}"
+        return f"{self.user.settings.get('base_url', '/')}services/{name}/"
+
     async def rows(self) -> list[HomeRow]:
         user = self.user
         default = user.spawner  # DS01Spawner: its traits say where projects live

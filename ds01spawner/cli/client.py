@@ -60,10 +60,15 @@ class HubClient:
 
     # ---- plumbing -------------------------------------------------------------------------
 
+    def absolute(self, url: str) -> str:
+        """A path of the hub's origin (``/user/ann/x/``) made absolute; a full URL (a server's
+        ``url`` under ``subdomain_host``, on the user's own origin) is kept as it is."""
+        return url if urlsplit(url).scheme else self.url + url
+
     def request(self, method: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", self.timeout)
         try:
-            r = self.session.request(method, self.url + path, **kw)
+            r = self.session.request(method, self.absolute(path), **kw)
         except requests.exceptions.ConnectionError as e:
             raise HubError(f"Cannot reach the hub at {self.url} ({_reason(e)}).") from e
         except requests.exceptions.Timeout as e:
@@ -95,6 +100,14 @@ class HubClient:
     def servers(self) -> dict[str, dict]:
         name = quote(self.me()["name"], safe="")
         return self.request("GET", f"/hub/api/users/{name}").json().get("servers") or {}
+
+    def server_url(self, server: str) -> str:
+        """The server's address from the hub's model: ``url`` is a path on the hub's origin, or
+        a full URL on the user's own origin under ``subdomain_host``."""
+        model = self.servers().get(server)
+        if not model or not model.get("url"):
+            raise HubError(f"The server '{server}' is not running. See: ds01 container list")
+        return self.absolute(model["url"])
 
     def start(self, server: str, options: dict) -> int:
         """Ask for the launch; 201 (ready) or 202 (starting). HubError for refusals."""

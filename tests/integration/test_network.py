@@ -16,6 +16,7 @@ Attacks, from bob's container (``docker exec`` as the container's user):
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
 
@@ -179,7 +180,7 @@ def test_a_container_cannot_take_the_port_of_a_server_that_starts(hubs, docker_c
         hub.stop_server("carol", "slow")
 
 
-def test_with_subdomain_host_a_server_is_on_its_users_own_origin(hub_factory):
+def test_with_subdomain_host_a_server_is_on_its_users_own_origin(hub_factory, tmp_path):
     """``subdomain_host``: alice's server answers at ``alice.localhost`` (a Host header to
     127.0.0.1), not on the hub's origin; the hub's API still answers on its own."""
     hub = hub_factory({"DS01_TEST_SUBDOMAINS": "1", "DS01_TEST_SLOW_SPAWN_TIMEOUT": "0"})
@@ -204,4 +205,98 @@ def test_with_subdomain_host_a_server_is_on_its_users_own_origin(hub_factory):
     )
     assert other.status_code == 302 and "started" not in other.text
     assert hub.api("GET", "/users/alice").status_code == 200
+    opened_through_ds01(hub, model["url"], tmp_path)
     hub.stop_server("alice", "site")
+
+
+# The CLI's process resolves ``*.localhost`` to 127.0.0.1, as Chromium, systemd-resolved and
+# nss-myhostname do (RFC 6761); this machine's glibc resolves only ``localhost`` itself.
+LOCALHOST_NAMES = """
+import socket
+_real = socket.getaddrinfo
+def _loopback(host, *args, **kw):
+    if isinstance(host, str) and host.endswith(".localhost"):
+        host = "127.0.0.1"
+    return _real(host, *args, **kw)
+socket.getaddrinfo = _loopback
+"""
+
+
+def opened_through_ds01(hub, server_url: str, tmp_path) -> None:
+    """DS01's home page, the ``ds01`` CLI and a browser reach the server on its own origin."""
+    import re
+    import subprocess
+    import sys
+
+    from .hub import REPO
+
+    # the home page: Open is the server's own origin, the usage link the service's
+    home = hub.login("alice").get(f"{hub.url}/hub/home", timeout=30).text
+    assert f'href="{server_url}" id="open-site"' in home, home
+    # JupyterHub's subdomain_hook gives the service its own origin; the link is the service's href
+    service_host = f"ds01-limits--service.localhost:{hub.port}"
+    assert f'id="ds01-usage-link" href="http://{service_host}/services/ds01-limits/"' in home, home
+    r = requests.get(
+        f"{hub.url}/services/ds01-limits/",
+        headers={"Host": service_host},
+        timeout=10,
+        allow_redirects=False,
+    )
+    # the service itself answers there: it sends the browser to the hub's OAuth
+    assert r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers["Location"], r
+
+    (tmp_path / "sitecustomize.py").write_text(LOCALHOST_NAMES)
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "DS01_HUB_URL": hub.url,
+        "DS01_TOKEN": hub.user_token("alice"),
+        "COLUMNS": "200",
+        "PYTHONPATH": f"{tmp_path}:{REPO}",
+    }
+
+    def ds01(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "ds01spawner.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    r = ds01("container", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    (item,) = json.loads(r.stdout)
+    assert item["url"] == server_url, item  # not the hub's address joined with a full URL
+    token = hub.user_token("alice")
+    host = f"alice.localhost:{hub.port}"
+    path = server_url.split(host, 1)[1]
+    r = requests.get(
+        f"{hub.url}{path}api/status",
+        headers={"Host": host, "Authorization": f"token {token}"},
+        timeout=10,
+    )
+    assert r.status_code == 200 and "started" in r.json()
+    r = ds01("container", "attach", "site", "-c", "echo hi")
+    assert r.returncode == 0, r.stderr
+    assert "hi" in r.stdout.split(), r.stdout
+
+    # a browser follows the Open link from the home page to JupyterLab on alice.localhost
+    from playwright.sync_api import sync_playwright
+
+    from ..browser.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"http://localhost:{hub.port}/hub/login")
+            page.get_by_label("Username").fill("alice")
+            page.get_by_label("Password").fill("ds01-demo")
+            page.keyboard.press("Enter")
+            page.wait_for_url(re.compile(r".*/hub/home$"))
+            page.locator("#open-site").click()
+            page.wait_for_url(re.compile(rf"^{re.escape(server_url)}lab"), timeout=60_000)
+            page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+        finally:
+            browser.close()
