@@ -57,6 +57,7 @@ class HubClient:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {token}"
         self._me: dict | None = None
+        self._service: str | None = None
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -148,8 +149,21 @@ class HubClient:
     # ---- the ds01-limits service ----------------------------------------------------------
 
     def service(self, method: str, path: str, **kw) -> dict:
-        r = self.request(method, f"/services/{SERVICE}/api/{path}", **kw)
+        r = self.request(method, f"{self._service_base()}api/{path}", **kw)
         return r.json()
+
+    def _service_base(self) -> str:
+        """The service's address as the hub gives it (its own origin under ``subdomain_host``);
+        ``/services/ds01-limits/`` on the hub's origin where the hub does not say."""
+        if self._service is None:
+            self._service = f"/services/{SERVICE}/"
+            try:
+                links = self.request("GET", "/hub/api/ds01/services").json().get("services")
+            except (HubError, ValueError):
+                links = None
+            if isinstance(links, dict) and isinstance(links.get(SERVICE), str):
+                self._service = links[SERVICE]
+        return self._service
 
 
 def _message(r: requests.Response) -> str:

@@ -277,6 +277,10 @@ def opened_through_ds01(hub, server_url: str, tmp_path) -> None:
         timeout=10,
     )
     assert r.status_code == 200 and "started" in r.json()
+    # the CLI's service calls go to the service's own origin, which the hub tells it
+    r = ds01("project", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "site" in [p["name"] for p in json.loads(r.stdout)]
     r = ds01("container", "attach", "site", "-c", "echo hi")
     assert r.returncode == 0, r.stderr
     assert "hi" in r.stdout.split(), r.stdout
