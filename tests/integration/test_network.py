@@ -79,12 +79,15 @@ def make_hub(hub_factory, guarded: bool):
             isolated_uids=str(uid),
             server_ports=f"{base}-{base + 99}",
         )
+        free_ports = range(base + 99, base + 49, -1)  # inside its firewalled range
     else:
         settings.update(check_port_owner=False)
+        free_ports = range(31999, 31949, -1)
     hub = hub_factory(
         {"DS01_TEST_SPAWNER": json.dumps(settings), "DS01_TEST_SLOW_SPAWN_TIMEOUT": "0"}
     )
     hub.uid = uid
+    hub.free_ports = free_ports  # where the IPv6 and UDP test binds its listeners
     return hub
 
 
@@ -94,6 +97,7 @@ def hubs(hub_factory, docker_client):
     open_ = make_hub(hub_factory, False)
     yield {"guarded": guarded, "open": open_}
     remove_firewall(chain_name(guarded.prefix))
+    remove_firewall(chain_name(guarded.prefix), tool="ip6tables")
 
 
 def server_port(docker_client, hub, user: str) -> int:
@@ -145,6 +149,88 @@ def test_a_container_cannot_reach_other_servers_or_the_proxy_api(hubs, docker_cl
         assert r.status_code == 200, r.text
     else:  # the control: the same attack connects
         assert seen == {"alice": "connected", "proxy_api": "connected", "hub_api": "connected"}
+
+
+PROBE_V6_UDP = """
+import socket, sys, json
+port = int(sys.argv[1])
+out = {}
+s = socket.socket(socket.AF_INET6)
+s.settimeout(3)
+try:
+    s.connect(("::1", port))
+    out["tcp6"] = "connected"
+except OSError as e:
+    out["tcp6"] = type(e).__name__
+finally:
+    s.close()
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    u = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        u.sendto(b"from-bob", (host, port))
+    except OSError:
+        pass  # a refused datagram may fail here or silently: the receiver tells
+    finally:
+        u.close()
+print(json.dumps(out))
+"""
+
+
+def loopback_listeners(ports):
+    """A TCP listener on [::1] and UDP sockets on 127.0.0.1 and [::1], on one free port."""
+    import socket
+
+    for port in ports:
+        made = []
+        try:
+            for family, kind, host in (
+                (socket.AF_INET6, socket.SOCK_STREAM, "::1"),
+                (socket.AF_INET, socket.SOCK_DGRAM, "127.0.0.1"),
+                (socket.AF_INET6, socket.SOCK_DGRAM, "::1"),
+            ):
+                sock = socket.socket(family, kind)
+                made.append(sock)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((host, port))
+            made[0].listen(4)
+            return port, made
+        except OSError:
+            for sock in made:
+                sock.close()
+    raise AssertionError(f"no free port among {ports}")
+
+
+@pytest.mark.parametrize("mode", ["guarded", "open"])
+def test_ipv6_loopback_and_udp_are_refused_too(hubs, docker_client, mode):
+    """A server or any program listening on ``::1``, or on UDP, inside the guarded range is
+    out of a student's reach as well (ip6tables and the UDP rules); the open hub is the control."""
+    hub = hubs[mode]
+    if not [c for c in ds01_containers(docker_client, hub.prefix, user="bob")]:
+        hub.start_server("bob", "two")  # installs the guarded hub's firewall
+    bob = container_of(docker_client, hub, "bob")
+    port, (tcp6, udp4, udp6) = loopback_listeners(hub.free_ports)
+    try:
+        code, out = bob.exec_run(["python3", "-c", PROBE_V6_UDP, str(port)])
+        assert code == 0, out
+        seen = json.loads(out.decode().strip().splitlines()[-1])
+        received = set()
+        for name, sock in (("udp4", udp4), ("udp6", udp6)):
+            sock.setblocking(False)  # loopback delivers within sendto: it is there or not
+            try:
+                if sock.recv(64) == b"from-bob":
+                    received.add(name)
+            except BlockingIOError:
+                pass
+    finally:
+        for sock in (tcp6, udp4, udp6):
+            sock.close()
+    if mode == "guarded":
+        assert seen["tcp6"] == "ConnectionRefusedError", seen
+        assert received == set()
+    else:
+        assert seen["tcp6"] == "connected", seen
+        assert received == {"udp4", "udp6"}
 
 
 @pytest.mark.parametrize("mode", ["guarded", "open"])
