@@ -310,7 +310,6 @@ socket.getaddrinfo = _loopback
 
 def opened_through_ds01(hub, server_url: str, tmp_path) -> None:
     """DS01's home page, the ``ds01`` CLI and a browser reach the server on its own origin."""
-    import re
     import subprocess
     import sys
 
@@ -371,7 +370,13 @@ def opened_through_ds01(hub, server_url: str, tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     assert "hi" in r.stdout.split(), r.stdout
 
-    # a browser follows the Open link from the home page to JupyterLab on alice.localhost
+    open_in_chromium(hub, server_url)
+
+
+def open_in_chromium(hub, server_url: str) -> None:
+    """A browser follows the Open link from the home page to JupyterLab on alice.localhost."""
+    import re
+
     from playwright.sync_api import sync_playwright
 
     from ..browser.conftest import CHROMIUM, CHROMIUM_ARGS
