@@ -169,7 +169,12 @@ class UsagePage(LimitsAPI):
         )
         (row,) = user_rows([model], containers, lambda n, g: limits, culler, now)
         template = _jinja().get_template("admin/usage.html")
-        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
+        # JUPYTERHUB_HOST: the hub's origin under subdomain_host (this service has its own)
+        hub_prefix = (
+            os.environ.get("JUPYTERHUB_HOST", "")
+            + os.environ.get("JUPYTERHUB_BASE_URL", "/")
+            + "hub/"
+        )
         self.finish(
             template.render(
                 row=row,

@@ -3,9 +3,10 @@ the check that a server's port is held by that server's own container.
 
 With host networking every container shares the host's loopback. Two defences:
 
-- **uid firewall** (``firewall_rules``): ``iptables`` rules on ``OUTPUT -o lo`` that refuse TCP
-  connections made by the students' uids to the user servers' port range and to protected ports
-  (the proxy's API, a Docker TCP port, ...). The hub and the proxy run as root (or another uid
+- **uid firewall** (``firewall_rules``): ``iptables`` (and, where ``::1`` is up, ``ip6tables``)
+  rules on ``OUTPUT -o lo`` that refuse TCP connections and UDP datagrams of the students'
+  uids to the user servers' port range and to protected ports (the proxy's API, a Docker TCP
+  port, ...). The hub and the proxy run as root (or another uid
   outside the range), so they still reach every server. Host-network containers have no user
   namespace: their processes are the student's uid in the host's kernel, so the owner match
   sees them.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,40 +57,54 @@ def firewall_rules(
     chain: str, uids: tuple[int, int], server_ports: tuple[int, int], protected: Iterable[int]
 ) -> list[list[str]]:
     """The rules of ``chain`` (without the chain's creation): connections from ``uids`` to the
-    server port range and to each protected port are refused with a TCP reset."""
+    server port range and to each protected port are refused, TCP with a reset, UDP with the
+    default ICMP port-unreachable. The same rules serve ``iptables`` and ``ip6tables``."""
     owner = ["-m", "owner", "--uid-owner", f"{uids[0]}-{uids[1]}"]
-    reject = ["-j", "REJECT", "--reject-with", "tcp-reset"]
-    rules = [
-        [
-            "-A",
-            chain,
-            "-p",
-            "tcp",
-            "--dport",
-            f"{server_ports[0]}:{server_ports[1]}",
-            *owner,
-            *reject,
-        ]
-    ]
-    for port in sorted(set(protected)):
-        if not server_ports[0] <= port <= server_ports[1]:
-            rules.append(["-A", chain, "-p", "tcp", "--dport", str(port), *owner, *reject])
+    ports = [f"{server_ports[0]}:{server_ports[1]}"]
+    ports += [str(p) for p in sorted(set(protected)) if not server_ports[0] <= p <= server_ports[1]]
+    rules = []
+    for proto, reject in (
+        ("tcp", ["-j", "REJECT", "--reject-with", "tcp-reset"]),
+        ("udp", ["-j", "REJECT"]),
+    ):
+        for port in ports:
+            rules.append(["-A", chain, "-p", proto, "--dport", port, *owner, *reject])
     return rules
+
+
+def ipv6_loopback_up(if_inet6: str) -> bool:
+    """Does ``/proc/net/if_inet6`` (its text) list ``::1`` on ``lo``?"""
+    for line in if_inet6.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[0] == "0" * 31 + "1" and fields[5] == "lo":
+            return True
+    return False
+
+
+def read_ipv6_loopback(path: str = "/proc/net/if_inet6") -> bool:
+    """``ipv6_loopback_up`` of this host; False when the kernel has no IPv6 (no such file)."""
+    try:
+        with open(path) as f:
+            return ipv6_loopback_up(f.read())
+    except FileNotFoundError:
+        return False
 
 
 def apply_firewall(
     chain: str,
     rules: list[list[str]],
     run: Callable[[list[str]], subprocess.CompletedProcess] | None = None,
+    tool: str = "iptables",
 ) -> None:
     """Create (or refill) ``chain`` with ``rules`` and jump to it from ``OUTPUT -o lo`` once.
-    Idempotent; NetGuardError with iptables' words when a command fails."""
-    run = run or _iptables
+    Idempotent; NetGuardError with the tool's words when a command fails. ``run`` defaults to
+    ``tool`` (``iptables`` or ``ip6tables``)."""
+    run = run or _runner(tool)
 
     def must(args: list[str]) -> None:
         done = run(args)
         if done.returncode != 0:
-            raise NetGuardError(f"iptables {' '.join(args)} failed: {done.stderr.strip()}")
+            raise NetGuardError(f"{tool} {' '.join(args)} failed: {done.stderr.strip()}")
 
     if run(["-n", "-L", chain]).returncode != 0:
         must(["-N", chain])
@@ -100,19 +116,27 @@ def apply_firewall(
         must(["-I", *jump])
 
 
-def remove_firewall(chain: str, run=None) -> None:
-    """Remove the jump and the chain (tests, uninstall); missing parts are fine."""
-    run = run or _iptables
+def remove_firewall(chain: str, run=None, tool: str = "iptables") -> None:
+    """Remove the jump and the chain (tests, uninstall); missing parts (or tool) are fine."""
+    if run is None and shutil.which(tool) is None:
+        return
+    run = run or _runner(tool)
     while run(["-D", "OUTPUT", "-o", "lo", "-j", chain]).returncode == 0:
         pass
     run(["-F", chain])
     run(["-X", chain])
 
 
-def _iptables(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["iptables", "-w", "5", *args], capture_output=True, text=True, timeout=30, check=False
-    )
+def _runner(tool: str) -> Callable[[list[str]], subprocess.CompletedProcess]:
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(
+                [tool, "-w", "5", *args], capture_output=True, text=True, timeout=30, check=False
+            )
+        except FileNotFoundError:
+            return subprocess.CompletedProcess(args, 127, "", f"{tool} is not installed")
+
+    return run
 
 
 # ---- who holds a port ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from .projects import ProjectInfo, list_projects
 from .workspace import WorkspaceError
 
 HUB_TEMPLATES = Path(__file__).with_name("templates") / "hub"
+SERVICE_LINKS = r"/api/ds01/services"  # below the hub's prefix: /hub/api/ds01/services
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,15 @@ class HomeView:
     def workspace(self) -> str:
         return shown_workspace(self.user.spawner.workspace_root, self.user.name)
 
+    def service_href(self, name: str) -> str:
+        """A link to a service from JupyterHub's own fields: ``<its host>/services/<name>/``
+        under ``subdomain_host`` (each service on its own origin, ``host`` with the port, which
+        JupyterHub 6's ``Service.href`` drops), else ``/services/<name>/``."""
+        service = (self.user.settings.get("services") or {}).get(name)
+        if service is not None:
+            return f"{service.host}{service.prefix}"
+        return f"{self.user.settings.get('base_url', '/')}services/{name}/"
+
     async def rows(self) -> list[HomeRow]:
         user = self.user
         default = user.spawner  # DS01Spawner: its traits say where projects live
@@ -249,6 +259,29 @@ def read_culler_state(path: str) -> dict:
     return read_for_page(path)
 
 
+def service_links_handler():
+    """``GET /hub/api/ds01/services``: ``{"services": {name: address}}`` of the services the
+    token may use, each address from JupyterHub's own ``Service.host`` and ``prefix``. Under
+    ``subdomain_host`` every service is on its own origin, which a client (the ``ds01`` CLI)
+    cannot know otherwise: the hub's API shows a service's host to no user."""
+    from jupyterhub.apihandlers.base import APIHandler
+    from tornado import web
+
+    class ServiceLinksHandler(APIHandler):
+        def get(self) -> None:
+            if self.current_user is None:
+                raise web.HTTPError(403, "A user's token is needed.")
+            links = {
+                name: f"{service.host}{service.prefix}"
+                for name, service in self.services.items()
+                if service.url
+                and {"access:services", f"access:services!service={name}"} & self.expanded_scopes
+            }
+            self.finish({"services": links})
+
+    return ServiceLinksHandler
+
+
 def configure_pages(config: Any, culler_state_file: str = "") -> None:
     """Use DS01's home page: put its templates first and give it ``ds01_home``.
 
@@ -268,3 +301,6 @@ def configure_pages(config: Any, culler_state_file: str = "") -> None:
 
     template_vars["ds01_home"] = ds01_home
     config.JupyterHub.template_vars = template_vars
+    # (JupyterHub logs extra_handlers as deprecated; a service cannot say where services are)
+    handlers = [h for h in config.JupyterHub.get("extra_handlers", []) if h[0] != SERVICE_LINKS]
+    config.JupyterHub.extra_handlers = [*handlers, (SERVICE_LINKS, service_links_handler())]

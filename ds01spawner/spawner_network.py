@@ -10,6 +10,7 @@ container. docs/security-availability.md#network.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from urllib.parse import urlparse
 
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
@@ -23,6 +24,7 @@ from .netguard import (
     firewall_rules,
     parse_range,
     port_holder,
+    read_ipv6_loopback,
     top_pids,
 )
 
@@ -49,11 +51,12 @@ class NetworkSteps(LoggingConfigurable):
         other users' servers directly (they still require their owner's token or cookie) and
         to the proxy's API port (it requires the proxy's token).
         ``"uid-firewall"`` (PRODUCTION): the hub installs iptables rules (chain
-        ``DS01-<prefix>`` on ``OUTPUT -o lo``) that refuse TCP connections from
-        ``isolated_uids`` to ``server_ports`` and to ``protected_ports`` plus the proxy's API
-        port; the hub and the proxy (root) still reach every server. Needs the hub to run as
-        root with iptables' owner match; a launch is refused (HTTP 503) while the rules cannot
-        be installed. See docs/security-availability.md#network.
+        ``DS01-<prefix>`` on ``OUTPUT -o lo``, with ``ip6tables`` too where ``::1`` is up) that
+        refuse TCP connections and UDP datagrams from ``isolated_uids`` to ``server_ports``
+        and to ``protected_ports`` plus the proxy's API port; the hub and the proxy (root)
+        still reach every server. Needs the hub to run as root with iptables' owner match; a
+        launch is refused (HTTP 503) while the rules cannot be installed (also when ``::1``
+        is up and ``ip6tables`` is missing). See docs/security-availability.md#network.
         Default: ``"off"``. Example: ``c.DS01Spawner.network_isolation = "uid-firewall"``.
         """,
     ).tag(config=True)
@@ -122,12 +125,23 @@ class NetworkSteps(LoggingConfigurable):
             uids = parse_range(self.isolated_uids, "isolated_uids", 1, 4294967294)
             rules = firewall_rules(chain, uids, self._server_port_range(), self._protected_ports())
             await asyncio.to_thread(apply_firewall, chain, rules)
+            families = "IPv4"
+            if await asyncio.to_thread(read_ipv6_loopback):
+                if shutil.which("ip6tables") is None:
+                    raise NetGuardError(
+                        "IPv6 loopback (::1) is up but ip6tables is missing, so students could "
+                        "reach servers listening on ::1: install ip6tables (Debian: iptables), "
+                        "or turn IPv6 off on lo (sysctl net.ipv6.conf.lo.disable_ipv6=1)"
+                    )
+                await asyncio.to_thread(apply_firewall, chain, rules, None, "ip6tables")
+                families = "IPv4 and IPv6"
         except (NetGuardError, OSError) as e:
             self.log.error("Network isolation (uid-firewall) could not be set up: %s", e)
             raise user_error(503, ISOLATION_DOWN_MESSAGE) from e
         NetworkSteps._firewall_ready.add(chain)
         self.log.info(
-            "Network isolation: chain %s refuses uids %s to ports %s and %s",
+            "Network isolation (%s, TCP and UDP): chain %s refuses uids %s to ports %s and %s",
+            families,
             chain,
             self.isolated_uids,
             self._server_port_range(),

@@ -202,7 +202,12 @@ class AdminHandler(HubOAuthenticated, web.RequestHandler):
 
     def render_page(self, name: str, **ns) -> str:
         base = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")
-        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
+        # JUPYTERHUB_HOST: the hub's origin under subdomain_host (this service has its own)
+        hub_prefix = (
+            os.environ.get("JUPYTERHUB_HOST", "")
+            + os.environ.get("JUPYTERHUB_BASE_URL", "/")
+            + "hub/"
+        )
         user = self.current_user
         return self.ctx.jinja.get_template(name).render(
             base=base,

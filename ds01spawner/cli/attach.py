@@ -26,10 +26,9 @@ from .client import HubClient, HubError
 
 async def attach(client: HubClient, server: str, commands: str | None, timeout: float) -> int:
     """Run the session; returns the exit status for the CLI (0 when the shell ended)."""
-    user = quote(client.me()["name"], safe="")
-    base = f"/user/{user}/{quote(server, safe='')}/" if server else f"/user/{user}/"
+    base = client.server_url(server)  # absolute: on the user's own origin under subdomain_host
     term = client.request("POST", base + "api/terminals").json()["name"]
-    ws_url = client.url.replace("http", "ws", 1) + f"{base}terminals/websocket/{term}"
+    ws_url = base.replace("http", "ws", 1) + f"terminals/websocket/{quote(term, safe='')}"
     request = HTTPRequest(
         ws_url,
         headers={"Authorization": client.session.headers["Authorization"]},

@@ -57,13 +57,19 @@ class HubClient:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {token}"
         self._me: dict | None = None
+        self._service: str | None = None
 
     # ---- plumbing -------------------------------------------------------------------------
+
+    def absolute(self, url: str) -> str:
+        """A path of the hub's origin (``/user/ann/x/``) made absolute; a full URL (a server's
+        ``url`` under ``subdomain_host``, on the user's own origin) is kept as it is."""
+        return url if urlsplit(url).scheme else self.url + url
 
     def request(self, method: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", self.timeout)
         try:
-            r = self.session.request(method, self.url + path, **kw)
+            r = self.session.request(method, self.absolute(path), **kw)
         except requests.exceptions.ConnectionError as e:
             raise HubError(f"Cannot reach the hub at {self.url} ({_reason(e)}).") from e
         except requests.exceptions.Timeout as e:
@@ -95,6 +101,14 @@ class HubClient:
     def servers(self) -> dict[str, dict]:
         name = quote(self.me()["name"], safe="")
         return self.request("GET", f"/hub/api/users/{name}").json().get("servers") or {}
+
+    def server_url(self, server: str) -> str:
+        """The server's address from the hub's model: ``url`` is a path on the hub's origin, or
+        a full URL on the user's own origin under ``subdomain_host``."""
+        model = self.servers().get(server)
+        if not model or not model.get("url"):
+            raise HubError(f"The server '{server}' is not running. See: ds01 container list")
+        return self.absolute(model["url"])
 
     def start(self, server: str, options: dict) -> int:
         """Ask for the launch; 201 (ready) or 202 (starting). HubError for refusals."""
@@ -135,8 +149,21 @@ class HubClient:
     # ---- the ds01-limits service ----------------------------------------------------------
 
     def service(self, method: str, path: str, **kw) -> dict:
-        r = self.request(method, f"/services/{SERVICE}/api/{path}", **kw)
+        r = self.request(method, f"{self._service_base()}api/{path}", **kw)
         return r.json()
+
+    def _service_base(self) -> str:
+        """The service's address as the hub gives it (its own origin under ``subdomain_host``);
+        ``/services/ds01-limits/`` on the hub's origin where the hub does not say."""
+        if self._service is None:
+            self._service = f"/services/{SERVICE}/"
+            try:
+                links = self.request("GET", "/hub/api/ds01/services").json().get("services")
+            except (HubError, ValueError):
+                links = None
+            if isinstance(links, dict) and isinstance(links.get(SERVICE), str):
+                self._service = links[SERVICE]
+        return self._service
 
 
 def _message(r: requests.Response) -> str:

@@ -140,7 +140,7 @@ def cmd_launch(args, client: HubClient, out: Out) -> int:
             url = event.get("url")
     if not url:
         raise Failed(f"{args.name} did not become ready.")
-    full = client.url + url
+    full = client.absolute(url)
     out.line(out.paint(f"{args.name} is ready: {full}", "green"))
     if args.open:
         opened = bool(os.environ.get("DISPLAY") or sys.platform == "darwin") and webbrowser.open(
@@ -209,7 +209,7 @@ def cmd_container_list(args, client: HubClient, out: Out) -> int:
             "gpus": gpus.get(name, []),
             "started": s.get("started") or "",
             "last_activity": s.get("last_activity") or "",
-            "url": client.url + s["url"] if s.get("url") else "",
+            "url": client.absolute(s["url"]) if s.get("url") else "",
         }
         for name, s in sorted(servers.items())
     ]

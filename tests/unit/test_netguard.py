@@ -1,14 +1,17 @@
 """Network isolation, the pure parts: firewall rules, who holds a port, port ranges."""
 
+import asyncio
 import subprocess
 
 import pytest
+from tornado import web
 
 from ds01spawner.netguard import (
     NetGuardError,
     apply_firewall,
     chain_name,
     firewall_rules,
+    ipv6_loopback_up,
     listening_inode,
     parse_range,
     port_holder,
@@ -16,6 +19,7 @@ from ds01spawner.netguard import (
     top_pids,
 )
 from ds01spawner.ports import PortPool
+from ds01spawner.spawner_network import NetworkSteps
 
 # /proc/net/tcp as the kernel writes it: 127.0.0.1:20001 LISTEN (inode 111), 0.0.0.0:20002
 # LISTEN (222), 127.0.0.1:20003 ESTABLISHED (333)
@@ -64,6 +68,9 @@ def test_firewall_rules_refuse_student_uids_to_servers_and_protected_ports():
     assert rules == [
         ["-A", "DS01-x", "-p", "tcp", "--dport", "20000:29999", *owner, *reject],
         ["-A", "DS01-x", "-p", "tcp", "--dport", "8001", *owner, *reject],
+        # UDP too, refused with ICMP port-unreachable (the default of both iptables tools)
+        ["-A", "DS01-x", "-p", "udp", "--dport", "20000:29999", *owner, "-j", "REJECT"],
+        ["-A", "DS01-x", "-p", "udp", "--dport", "8001", *owner, "-j", "REJECT"],
     ]
     assert len(chain_name("p" * 40)) == 28
 
@@ -117,3 +124,48 @@ def test_port_pool_picks_from_its_range():
     pool = PortPool()
     ports = {pool.reserve(port_range=(20900, 20999), attempts=500) for _ in range(5)}
     assert len(ports) == 5 and all(20900 <= p <= 20999 for p in ports)
+
+
+IF_INET6 = """\
+fd000000000000000000000000000002 04 40 00 82     eth0
+00000000000000000000000000000001 01 80 10 80       lo
+fe800000000000000042b2fffe9c3751 05 40 20 80  docker0
+"""
+
+
+def test_ipv6_loopback_up_reads_proc_net_if_inet6():
+    assert ipv6_loopback_up(IF_INET6)
+    assert not ipv6_loopback_up(IF_INET6.replace("       lo", "     eth1"))
+    assert not ipv6_loopback_up("")
+
+
+class _Steps(NetworkSteps):
+    prefix = "t"
+
+
+@pytest.mark.parametrize("ip6tables", [True, False])
+def test_uid_firewall_covers_ipv6_or_fails_closed(monkeypatch, caplog, ip6tables):
+    import ds01spawner.spawner_network as steps
+
+    applied = []
+    monkeypatch.setattr(
+        steps,
+        "apply_firewall",
+        lambda chain, rules, run=None, tool="iptables": applied.append(tool),
+    )
+    monkeypatch.setattr(steps, "read_ipv6_loopback", lambda: True)
+    monkeypatch.setattr(
+        steps.shutil, "which", lambda name: "/usr/sbin/" + name if ip6tables else None
+    )
+    monkeypatch.setattr(NetworkSteps, "_firewall_ready", set())
+    s = _Steps(network_isolation="uid-firewall", isolated_uids="47000")
+    if ip6tables:
+        asyncio.run(s._network_setup())
+        assert applied == ["iptables", "ip6tables"]
+        return
+    with pytest.raises(web.HTTPError) as e:
+        asyncio.run(s._network_setup())
+    assert e.value.status_code == 503
+    assert "network isolation could not be set up" in e.value.jupyterhub_message
+    assert "IPv6 loopback (::1) is up but ip6tables is missing" in caplog.text
+    assert NetworkSteps._firewall_ready == set()  # the next launch tries again

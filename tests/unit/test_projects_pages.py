@@ -177,3 +177,21 @@ def test_started_is_shown_in_utc_minutes():
     )
     assert rows[0].started == "2026-11-28T10:30:00+00:00"
     assert rows[0].started_shown == "2026-11-28 10:30 UTC"
+
+
+def test_service_links_use_the_services_own_host_under_subdomain_host():
+    from types import SimpleNamespace
+
+    from ds01spawner.pages import HomeView
+
+    limits = SimpleNamespace(
+        host="http://ds01-limits--service.localhost:8000", prefix="/services/ds01-limits/"
+    )
+    user = SimpleNamespace(settings={"services": {"ds01-limits": limits}, "base_url": "/"})
+    view = HomeView(user)
+    assert view.service_href("ds01-limits") == (
+        "http://ds01-limits--service.localhost:8000/services/ds01-limits/"
+    )
+    limits.host = ""  # no subdomain_host: a path on the hub's origin
+    assert view.service_href("ds01-limits") == "/services/ds01-limits/"
+    assert view.service_href("ds01-admin") == "/services/ds01-admin/"  # not registered

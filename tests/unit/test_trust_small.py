@@ -81,3 +81,10 @@ def test_the_image_check_overrides_every_ds01_label_of_the_image():
     assert labels["ds01.managed"] == "false" and labels["ds01.image-check"] == "true"
     assert all(labels[k] == "" for k in FORGED if k != "ds01.managed")
     assert "maintainer" not in labels  # not ours to touch
+
+
+def test_cli_keeps_an_absolute_server_url_and_joins_a_path():
+    client = HubClient("http://127.0.0.1:8000", "t")
+    assert client.absolute("/user/ann/x/") == "http://127.0.0.1:8000/user/ann/x/"
+    own_origin = "http://ann.localhost:8000/user/ann/x/"  # the hub's url under subdomain_host
+    assert client.absolute(own_origin) == own_origin

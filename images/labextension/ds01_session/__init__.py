@@ -68,7 +68,9 @@ class SessionHandler(_Relay):
             data["poll_seconds"] = float(os.environ.get("DS01_SESSION_POLL_SECONDS") or 60)
         except ValueError:
             data["poll_seconds"] = 60.0
-        data["home_url"] = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/home"
+        # JUPYTERHUB_HOST: the hub's origin under subdomain_host (this server is on its own)
+        hub = os.environ.get("JUPYTERHUB_HOST", "") + os.environ.get("JUPYTERHUB_BASE_URL", "/")
+        data["home_url"] = hub + "hub/home"
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
 
