@@ -30,9 +30,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-import docker
 from tornado import httpclient
 
+from ..docker_engine import Engine  # noqa: F401  (signals.Engine: the culler's Docker client)
 from ..gpus.model import Device, Inventory
 from ..gpus.table import GPU_LABEL, HOLDING_STATES, parse_gpu_label
 from .state import parse_time
@@ -346,41 +346,6 @@ def _server_url(service_url: str | None, inspect: Mapping) -> str | None:
     if not ip:
         return None
     return urlunsplit(parts._replace(netloc=f"{ip}:{parts.port or 80}"))
-
-
-class Engine:
-    """The Docker engine, connected at first use (the culler must start while it is down)."""
-
-    def __init__(self, base_url: str | None = None, timeout: float = 30) -> None:
-        self.base_url = base_url
-        self.timeout = timeout
-        self._client = None
-        self.calls = 0
-
-    @property
-    def api(self) -> docker.APIClient:
-        if self._client is None:
-            if self.base_url:
-                self._client = docker.APIClient(
-                    base_url=self.base_url, version="auto", timeout=int(self.timeout)
-                )
-            else:
-                self._client = docker.from_env(timeout=int(self.timeout)).api
-        return self._client
-
-    def containers(self, filters: dict) -> list[dict]:
-        self.calls += 1
-        return self.api.containers(all=True, filters=filters)
-
-    def inspect(self, container_id: str) -> dict:
-        self.calls += 1
-        return self.api.inspect_container(container_id)
-
-    def stats(self, container_id: str) -> dict:
-        """One-shot stats (API 1.41+): no second sample, but the daemon still answers at its
-        collector's next tick (up to a second), so this is the fallback of :class:`CgroupCpu`."""
-        self.calls += 1
-        return self.api.stats(container_id, stream=False, one_shot=True)
 
 
 # ---- CPU ----------------------------------------------------------------------------------------
