@@ -171,7 +171,7 @@ def start_servers(hub, users: list[str], workers: int = 8) -> float:
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(launch, users))
-    from tests.integration.hub import wait_for
+    from benchmarks.common import wait_for
 
     def all_ready():
         r = hub.session.get(
@@ -271,7 +271,7 @@ def main() -> int:
     p.add_argument("--json", help="write every cycle's numbers here")
     args = p.parse_args()
 
-    from tests.integration.hub import Hub
+    from benchmarks.common import Hub
 
     run_id = secrets.token_hex(3)
     tmp = Path(tempfile.mkdtemp(prefix=f"ds01cbench-{run_id}-"))
