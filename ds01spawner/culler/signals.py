@@ -12,7 +12,8 @@ parsers of what they return (unit-tested on their own).
   **that server's own token** (``JUPYTERHUB_API_TOKEN`` of its container, scoped by the hub to
   ``access:servers`` of that one server; its user has it already), never with the culler's
   token, which reaches every user's server (docs/security.md).
-- :class:`Engine`: Docker (``docker ps``, ``inspect``, one-shot ``stats`` for CPU).
+- :class:`Engine`: Docker (``docker ps``, ``inspect``, one-shot ``stats`` for CPU), from
+  ``docker_engine`` (the services' one Docker client).
 - :class:`CpuMeter` and :class:`GpuMeter`: remember samples between cycles and say whether a
   server's CPU or GPUs are in use.
 """

@@ -36,7 +36,9 @@ SERVICE_ENTRIES = (
     "ds01spawner.admin.service",
 )
 # The spawner side: the hub process's modules (mixins, pages) and what only the hub has.
-FORBIDDEN_OWN = re.compile(r"^ds01spawner\.(spawner(_\w+)?|form|pages)$")
+FORBIDDEN_OWN = re.compile(
+    r"^ds01spawner\.(spawner(_\w+)?|form|pages|startup|culler\.registration)$"
+)
 FORBIDDEN_OTHERS = ("jupyterhub.orm", "dockerspawner")
 # Lazy imports that run in the hub process only, never in a service: (importer, imported).
 HUB_SIDE_ONLY = {
