@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One culler cycle over a hub with 500 users, each with a running server: time and API calls.
 
-A real jupyterhub (tests/integration/hub.py's ``Hub`` with benchmarks/culler_hub_config.py) runs
+A real jupyterhub (harness/hub.py's ``Hub`` with benchmarks/culler_hub_config.py) runs
 ``NoopSpawner`` below: a server is only a record in the hub plus a proxy route to a stub HTTP
 server (one process, answering every server's ``/api/kernels`` with one idle kernel). The
 culler under test is the real ``ds01spawner.culler.cycle.Culler`` with the real ``HubAPI`` (a

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The GPU queue: how soon a freed GPU serves the next launch, and what waiting costs the hub.
 
-Two tables, measured against real hubs (tests/integration/hub.py's Hub running
+Two tables, measured against real hubs (harness/hub.py's Hub running
 benchmarks/hub_config.py, 4 simulated A100s, every server a real container of ds01/base:latest):
 
   1  release -> next launch. 4 GPUs held by 4 running servers and one more launch that wants a

@@ -2,7 +2,7 @@
 """Project images: first build vs unchanged relaunch vs the plain base image, and another user's
 launch with and without a build running.
 
-One real jupyterhub (tests/integration/hub.py's Hub with tests/integration/hub_config.py, so
+One real jupyterhub (harness/hub.py's Hub with tests/integration/hub_config.py, so
 the shipped jupyterhub_config.py) and these variants, each timed from the launch's POST until the
 hub reports the server ready (the progress stream's ``ready`` event), alternated within a round:
 
