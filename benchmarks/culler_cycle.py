@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One culler cycle over a hub with 500 users, each with a running server: time and API calls.
 
-A real jupyterhub (tests/integration/hub.py's ``Hub`` with benchmarks/culler_hub_config.py) runs
+A real jupyterhub (harness/hub.py's ``Hub`` with benchmarks/culler_hub_config.py) runs
 ``NoopSpawner`` below: a server is only a record in the hub plus a proxy route to a stub HTTP
 server (one process, answering every server's ``/api/kernels`` with one idle kernel). The
 culler under test is the real ``ds01spawner.culler.cycle.Culler`` with the real ``HubAPI`` (a
@@ -171,7 +171,7 @@ def start_servers(hub, users: list[str], workers: int = 8) -> float:
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(launch, users))
-    from tests.integration.hub import wait_for
+    from benchmarks.common import wait_for
 
     def all_ready():
         r = hub.session.get(
@@ -271,7 +271,7 @@ def main() -> int:
     p.add_argument("--json", help="write every cycle's numbers here")
     args = p.parse_args()
 
-    from tests.integration.hub import Hub
+    from benchmarks.common import Hub
 
     run_id = secrets.token_hex(3)
     tmp = Path(tempfile.mkdtemp(prefix=f"ds01cbench-{run_id}-"))

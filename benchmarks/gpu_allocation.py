@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
 import random
@@ -50,6 +49,14 @@ if str(REPO) not in sys.path:
 import docker  # noqa: E402
 import requests  # noqa: E402
 
+from benchmarks.common import (  # noqa: E402
+    Hub,
+    fmt,
+    raise_interrupted,
+    remove_containers,
+    stats,
+    stop_hub,
+)
 from ds01spawner.gpus.allocator import GpuRequest, NoFit, busy_outside, choose  # noqa: E402
 from ds01spawner.gpus.model import Device, DeviceUsage  # noqa: E402
 from ds01spawner.gpus.simulated import SimulatedInventory  # noqa: E402
@@ -59,7 +66,6 @@ from ds01spawner.gpus.table import (  # noqa: E402
     holders,
     hub_containers_filter,
 )
-from tests.integration.hub import Hub  # noqa: E402
 
 IMAGE = "ds01/base:latest"
 PREFIX = "ds01gbench"  # every container this script makes starts with this
@@ -96,39 +102,6 @@ STORM_SPEC = [A100_40] * 4
 STORM_USERS = 24
 STORM_SERVER = "storm"
 LONE_REJECTIONS = 3  # launches refused one at a time after the storm, for comparison
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM (or SIGINT): handled like Ctrl-C."""
-
-
-def _raise_interrupted(signum, frame):
-    raise Interrupted(f"signal {signum}")
-
-
-# ---- statistics ---------------------------------------------------------------------------------
-
-
-def pct(xs: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank) of xs."""
-    s = sorted(xs)
-    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
-
-
-def stats(xs: list[float]) -> dict:
-    if not xs:
-        return {"n": 0}
-    return {
-        "n": len(xs),
-        "min": min(xs),
-        "median": statistics.median(xs),
-        "p99": pct(xs, 99),
-        "max": max(xs),
-    }
-
-
-def fmt(x: float | None, width: int = 8, digits: int = 2) -> str:
-    return f"{x:{width}.{digits}f}" if x is not None else f"{'-':>{width}}"
 
 
 # ---- table 1: the pure decision -----------------------------------------------------------------
@@ -302,7 +275,12 @@ def part1(reps: int, budget_s: float) -> dict:
             lambda r=request, k=key: decide(r, devices, states[k], usages[k]), reps, budget_s
         )
         rows.append(
-            {"request": label, "result": describe_result(result), "us": samples, **stats(samples)}
+            {
+                "request": label,
+                "result": describe_result(result),
+                "us": samples,
+                **stats(samples, (99,)),
+            }
         )
     # where the time of "1 any" goes
     containers, usage = states["partly"], usages["partly"]
@@ -316,7 +294,7 @@ def part1(reps: int, budget_s: float) -> dict:
         ("choose(1 any, 64 devices)", lambda: choose(request, devices, taken)),
     ]:
         samples = time_calls(fn, reps, budget_s)
-        parts.append({"step": label, "us": samples, **stats(samples)})
+        parts.append({"step": label, "us": samples, **stats(samples, (99,))})
     return {
         "fleet": FLEET_TEXT,
         "devices": len(devices),
@@ -421,8 +399,8 @@ def part2(api: docker.APIClient, rid: str, n: int, reps: int) -> dict:
         "create_seconds": round(create_s, 2),
         "engine_containers": engine_total,
         "ms": times,
-        "ps": stats(times["ps"]),
-        "inspect": stats(times["inspect"]),
+        "ps": stats(times["ps"], (99,)),
+        "inspect": stats(times["inspect"], (99,)),
     }
     out["ratio"] = out["inspect"]["median"] / out["ps"]["median"]
     return out
@@ -442,8 +420,8 @@ def print_part2(p2: dict) -> None:
     ]
     for label, calls, s in rows:
         print(
-            f"   {label:<48} {calls:>5} {s['n']:>3} {fmt(s['min'])} {fmt(s['median'])} "
-            f"{fmt(s['max'])}"
+            f"   {label:<48} {calls:>5} {s['n']:>3} {fmt(s['min'], 8)} {fmt(s['median'], 8)} "
+            f"{fmt(s['max'], 8)}"
         )
     print(f"   ratio of medians: inspect / ps = {p2['ratio']:.1f}x")
 
@@ -600,17 +578,6 @@ def launch(hub: Hub, user: str, barrier: threading.Barrier, timeout: float) -> d
     return res
 
 
-def remove_containers(client: docker.DockerClient, name_regex: str) -> int:
-    n = 0
-    for c in client.api.containers(all=True, quiet=True, filters={"name": name_regex}):
-        try:
-            client.api.remove_container(c["Id"], force=True, v=True)
-            n += 1
-        except docker.errors.NotFound:
-            pass
-    return n
-
-
 def storm_round(
     k: int,
     client: docker.DockerClient,
@@ -727,7 +694,7 @@ def print_part3(rounds: list[dict]) -> None:
     )
 
     def row(label, hub_up, answered, n_started, n_rejected, rej, ready, retire, lone):
-        rs, ys = stats(rej), stats(ready)
+        rs, ys = stats(rej, (99,)), stats(ready, (99,))
         lone_median = statistics.median(lone) if lone else None
         print(
             f"   {label:<6} {fmt(hub_up, 6)} {fmt(answered, 8)} {n_started:>7} {n_rejected:>8} "
@@ -790,13 +757,13 @@ def print_part3(rounds: list[dict]) -> None:
                 if key in x.get("steps", {})
                 and (x.get("status") == 429 if want == 429 else "ready_s" in x)
             ]
-            s = stats(xs)
+            s = stats(xs, (99,))
             cells.append(f"{fmt(s.get('median'), 16)} {fmt(s.get('max'), 6)}")
         print(f"   {label:<56} {cells[0]}   {cells[1]}")
     hub_ms = [x["hub_ms"] / 1000 for x in results if x.get("status") == 429 and "hub_ms" in x]
     held = [r["lock_held_total_s"] for r in rounds if r.get("lock_held_total_s") is not None]
     if hub_ms:
-        s = stats(hub_ms)
+        s = stats(hub_ms, (99,))
         print(
             f"   {'429 requests as the hub logs them (its own request time)':<56} "
             f"{fmt(s['median'], 16)} {fmt(s['max'], 6)}"
@@ -840,8 +807,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, raise_interrupted)
+    signal.signal(signal.SIGINT, raise_interrupted)
     rid = secrets.token_hex(3)
     began = time.monotonic()
     meta = {
@@ -901,10 +868,7 @@ def main(argv=None) -> int:
 
 def cleanup(client, hubs: list[Hub], rid: str, tmp: Path, keep_logs: str | None) -> None:
     for hub in hubs:
-        try:
-            hub.shutdown()
-        except Exception as e:  # noqa: BLE001 - keep cleaning up
-            print(f"clean-up: hub {hub.prefix}: {e}", file=sys.stderr)
+        stop_hub(hub, hub.prefix)
     if client is not None:
         try:
             for c in client.api.containers(all=True, quiet=True, filters={"name": f"^/{PREFIX}"}):

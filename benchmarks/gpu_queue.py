@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The GPU queue: how soon a freed GPU serves the next launch, and what waiting costs the hub.
 
-Two tables, measured against real hubs (tests/integration/hub.py's Hub running
+Two tables, measured against real hubs (harness/hub.py's Hub running
 benchmarks/hub_config.py, 4 simulated A100s, every server a real container of ds01/base:latest):
 
   1  release -> next launch. 4 GPUs held by 4 running servers and one more launch that wants a
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import re
@@ -55,9 +54,17 @@ if str(REPO) not in sys.path:
 import docker  # noqa: E402
 import requests  # noqa: E402
 
+from benchmarks.common import (  # noqa: E402
+    Hub,
+    fmt,
+    raise_interrupted,
+    remove_containers,
+    stats,
+    stop_hub,
+    wait_for,
+)
 from benchmarks.spawn_latency import docker_time  # noqa: E402
 from ds01spawner.names import container_name  # noqa: E402
-from tests.integration.hub import Hub, wait_for  # noqa: E402
 
 IMAGE = "ds01/base:latest"
 PREFIX = "ds01qbench"  # every container this script makes starts with this (then the run id)
@@ -105,40 +112,6 @@ VARIANTS = {
 }
 RETRY = {"queue": None, "retry1": 1.0, "retry10": 10.0}
 EXIT_WAIT_S = 10  # table 2: a hub still running this long after SIGTERM is killed
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM (or SIGINT): handled like Ctrl-C."""
-
-
-def _raise_interrupted(signum, frame):
-    raise Interrupted(f"signal {signum}")
-
-
-# ---- statistics ---------------------------------------------------------------------------------
-
-
-def pct(xs: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank) of xs."""
-    s = sorted(xs)
-    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
-
-
-def stats(xs: list[float]) -> dict:
-    if not xs:
-        return {"n": 0}
-    return {
-        "n": len(xs),
-        "min": min(xs),
-        "median": statistics.median(xs),
-        "p50": pct(xs, 50),
-        "p95": pct(xs, 95),
-        "max": max(xs),
-    }
-
-
-def fmt(x: float | None, width: int = 7, digits: int = 2) -> str:
-    return f"{x:{width}.{digits}f}" if x is not None else f"{'-':>{width}}"
 
 
 # ---- the hubs -----------------------------------------------------------------------------------
@@ -756,8 +729,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, raise_interrupted)
+    signal.signal(signal.SIGINT, raise_interrupted)
     rid = secrets.token_hex(3)
     began = time.monotonic()
     deadline = began + args.max_minutes * 60
@@ -841,29 +814,9 @@ def main(argv=None) -> int:
     return status
 
 
-def remove_containers(client: docker.DockerClient, name_regex: str) -> int:
-    n = 0
-    for c in client.api.containers(all=True, quiet=True, filters={"name": name_regex}):
-        try:
-            client.api.remove_container(c["Id"], force=True, v=True)
-            n += 1
-        except docker.errors.NotFound:
-            pass
-    return n
-
-
 def cleanup(client, hubs: list[BenchHub], rid: str, tmp: Path, keep_logs: str | None) -> None:
     for hub in hubs:
-        try:
-            hub.shutdown()
-        except Exception as e:  # noqa: BLE001 - keep cleaning up
-            print(f"clean-up: hub {hub.tag}: {e}", file=sys.stderr)
-        if keep_logs:
-            try:
-                Path(keep_logs).mkdir(parents=True, exist_ok=True)
-                shutil.copy(hub.log_path, Path(keep_logs) / f"hub-{hub.tag}.log")
-            except OSError as e:
-                print(f"clean-up: copying {hub.log_path}: {e}", file=sys.stderr)
+        stop_hub(hub, hub.tag, keep_logs)
     if client is not None:
         try:
             remove_containers(client, f"^/{PREFIX}{rid}")  # only this run's containers

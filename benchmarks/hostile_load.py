@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:
 import docker  # noqa: E402
 import requests  # noqa: E402
 
-from tests.integration.hub import Hub  # noqa: E402
+from benchmarks.common import Hub  # noqa: E402
 
 PREFIX = "ds01hl"
 

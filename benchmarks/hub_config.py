@@ -1,7 +1,7 @@
 # Benchmark hub: the test hub's configuration (the top-level jupyterhub_config.py as shipped, plus
 # a service token; see tests/integration/hub_config.py) and, for DS01_BENCH_VARIANT=plain, plain
 # DockerSpawner in place of DS01Spawner. Ports, folders, token and container prefix come from the
-# environment, set by tests/integration/hub.py's Hub (see benchmarks/spawn_latency.py).
+# environment, set by harness/hub.py's Hub (see benchmarks/spawn_latency.py).
 import os
 import sys
 

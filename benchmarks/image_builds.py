@@ -2,7 +2,7 @@
 """Project images: first build vs unchanged relaunch vs the plain base image, and another user's
 launch with and without a build running.
 
-One real jupyterhub (tests/integration/hub.py's Hub with tests/integration/hub_config.py, so
+One real jupyterhub (harness/hub.py's Hub with tests/integration/hub_config.py, so
 the shipped jupyterhub_config.py) and these variants, each timed from the launch's POST until the
 hub reports the server ready (the progress stream's ``ready`` event), alternated within a round:
 
@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
 
 import docker  # noqa: E402
 
-from tests.integration.hub import Hub  # noqa: E402
+from benchmarks.common import Hub, fmt, raise_interrupted, stop_hub  # noqa: E402
 
 IMAGE = "ds01/base:latest"
 IMAGE_FROM = f"FROM {IMAGE}\n"
@@ -57,10 +57,6 @@ VARIANTS = {
     "e": "base image, a CPU-bound build runs",
 }
 BUSY = 'python3 -c "import time\\nt = time.time()\\nwhile time.time() - t < 60: pass"'
-
-
-class Interrupted(KeyboardInterrupt):
-    pass
 
 
 def write_project(hub: Hub, user: str, project: str, files: dict[str, str]) -> None:
@@ -164,10 +160,6 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
-def fmt(x: float) -> str:
-    return f"{x:7.2f}"
-
-
 def print_report(summary: dict, builds: dict) -> None:
     print()
     print(
@@ -211,14 +203,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupted(signum, frame):
-    raise Interrupted(f"signal {signum}")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, raise_interrupted)
+    signal.signal(signal.SIGINT, raise_interrupted)
     rid = secrets.token_hex(3)
     prefix = f"ds01ib{rid}"
     client = docker.from_env(timeout=120)
@@ -301,13 +289,7 @@ def main(argv=None) -> int:
 
 def cleanup(client, hub: Hub | None, prefix: str, tmp: Path, keep_logs: str | None) -> None:
     if hub is not None:
-        try:
-            hub.shutdown()
-        except Exception as e:  # noqa: BLE001 - keep cleaning up
-            print(f"clean-up: hub: {e}", file=sys.stderr)
-        if keep_logs:
-            Path(keep_logs).mkdir(parents=True, exist_ok=True)
-            shutil.copy(hub.log_path, Path(keep_logs) / "hub-image-builds.log")
+        stop_hub(hub, "image-builds", keep_logs)
     try:
         for ctr in client.containers.list(all=True, filters={"name": f"^/{prefix}-"}):
             ctr.remove(force=True)

@@ -28,7 +28,7 @@ import docker
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.integration.hub import Hub, ds01_containers  # noqa: E402
+from benchmarks.common import Hub, ds01_containers  # noqa: E402
 
 LIMITS = """defaults:
   {keys}

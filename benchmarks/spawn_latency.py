@@ -45,8 +45,8 @@ if str(REPO) not in sys.path:
 import docker  # noqa: E402
 import requests  # noqa: E402
 
+from benchmarks.common import Hub, fmt, raise_interrupted, stop_hub  # noqa: E402
 from benchmarks.plain_spawner import free_loopback_port  # noqa: E402
-from tests.integration.hub import Hub  # noqa: E402
 
 IMAGE = "ds01/base:latest"
 PREFIX = "ds01bench"  # every container this script makes starts with this
@@ -69,12 +69,8 @@ TARGET_FLOOR_RATIO = 1.5
 TARGET_PLAIN_RATIO = 1.0
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM (or SIGINT): handled like Ctrl-C."""
-
-
 class BenchHub(Hub):
-    """tests/integration/hub.py's Hub, started with benchmarks/hub_config.py."""
+    """harness.hub's Hub (the test hub), started with benchmarks/hub_config.py."""
 
     def __init__(self, state_dir: Path, variant: str, debug: bool) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -319,10 +315,6 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
-def fmt(x: float | None, width: int = 7) -> str:
-    return f"{x:{width}.2f}" if x is not None else f"{'-':>{width}}"
-
-
 def variant_labels(floor_app: str) -> dict[str, str]:
     app = "jupyter lab" if floor_app == "lab" else "singleuser"
     return {**VARIANTS, "a": f"floor ({app}): run -> HTTP 200"}
@@ -396,10 +388,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupted(signum, frame):
-    raise Interrupted(f"signal {signum}")
-
-
 def versions(client: docker.DockerClient) -> dict:
     import dockerspawner
     import jupyterhub
@@ -417,8 +405,8 @@ def versions(client: docker.DockerClient) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     variants = [v for v in VARIANTS if v in args.variants]
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, raise_interrupted)
+    signal.signal(signal.SIGINT, raise_interrupted)
 
     rid = secrets.token_hex(3)  # in every container name of this run
     client = docker.from_env(timeout=120)
@@ -498,16 +486,7 @@ def main(argv=None) -> int:
 
 def cleanup(client, hubs: dict, rid: str, tmp: Path, keep_logs: str | None) -> None:
     for hub in hubs.values():
-        try:
-            hub.shutdown()
-        except Exception as e:  # noqa: BLE001 - keep cleaning up
-            print(f"clean-up: hub {hub.variant}: {e}", file=sys.stderr)
-        if keep_logs:
-            try:
-                Path(keep_logs).mkdir(parents=True, exist_ok=True)
-                shutil.copy(hub.log_path, Path(keep_logs) / f"hub-{hub.variant}.log")
-            except OSError as e:
-                print(f"clean-up: copying {hub.log_path}: {e}", file=sys.stderr)
+        stop_hub(hub, hub.variant, keep_logs)
     try:
         for ctr in client.containers.list(all=True, filters={"name": f"^/{PREFIX}-"}):
             if rid in ctr.name:  # only this run's containers

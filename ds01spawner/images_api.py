@@ -33,7 +33,7 @@ class ImagesAPI(web.RequestHandler):
 
     async def _engine(self, fn, *args):
         try:
-            return await asyncio.to_thread(fn, self.engine.api(), *args)
+            return await asyncio.to_thread(fn, self.engine.api, *args)
         except DOCKER_ERRORS as e:
             raise web.HTTPError(503, "The container engine is not answering; try again.") from e
 

@@ -28,20 +28,20 @@ import os
 from datetime import datetime, timezone
 from urllib.parse import quote, urlparse
 
-import docker
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
 
+from .docker_engine import Engine
 from .errors import DOCKER_ERRORS
 from .gpus.table import hub_containers_filter, server_containers
 from .images_api import ImagesAPI
 from .limits import KEYS, LimitsError, explain, format_limit
+from .limits_store import limits_store, unix_groups
 from .projects_api import ProjectsAPI, spawner_settings
 from .quota import usage_of
 from .service_signals import run_until_signalled
 from .session_api import KeepRunningAPI, SessionAPI
-from .spawner_limits import limits_store, unix_groups
 
 SERVICE_NAME = "ds01-limits"
 
@@ -241,27 +241,6 @@ class SessionHandler(SessionAPI, LimitsAPI):
 
 class KeepRunningHandler(KeepRunningAPI, LimitsAPI):
     """POST /api/session/<server>/keep-running (session_api.py)."""
-
-
-class Engine:
-    """The Docker engine, connected at first use: the service must start (and keep the hub
-    up: JupyterHub stops when a managed service dies) while the engine is down."""
-
-    def __init__(self, base_url: str | None) -> None:
-        self.base_url = base_url
-        self._client = None
-
-    def api(self) -> docker.APIClient:
-        if self._client is None:
-            self._client = (
-                docker.APIClient(base_url=self.base_url, version="auto")
-                if self.base_url
-                else docker.from_env().api
-            )
-        return self._client
-
-    def containers(self, filters: dict) -> list[dict]:
-        return self.api().containers(all=True, filters=filters)
 
 
 def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from .durations import left
 from .projects import ProjectInfo, list_projects
 from .workspace import WorkspaceError
 
@@ -59,19 +60,6 @@ class HomeRow:
     @property
     def active(self) -> bool:
         return self.state in ("running", "starting")
-
-
-def left(deadline: datetime | None, now: datetime) -> str:
-    """``"2 h 05 min"``, ``"4 min"``, ``"under a minute"``; ``""`` without a deadline."""
-    if deadline is None:
-        return ""
-    seconds = (deadline - now).total_seconds()
-    if seconds <= 60:
-        return "under a minute"
-    minutes = int(seconds // 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def home_rows(

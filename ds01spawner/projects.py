@@ -16,7 +16,7 @@ from pathlib import Path
 from .names import project_name_problem
 from .project_files import ProjectFileError, make_project_dirs, write_project_file
 from .safepath import DIR_FLAGS, UnsafePath, open_dir
-from .workspace import _LINK_REFUSED, WorkspaceError, workspace_root_for
+from .workspace import LINK_REFUSED, WorkspaceError, workspace_root_for
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def list_projects(root_template: str, username: str) -> list[ProjectInfo]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     except UnsafePath as e:
-        raise WorkspaceError(_LINK_REFUSED, admin_hint=f"{root}: {e}") from e
+        raise WorkspaceError(LINK_REFUSED, admin_hint=f"{root}: {e}") from e
     except OSError as e:
         raise WorkspaceError(
             "Your workspace folder cannot be read; ask an admin to look at it.",

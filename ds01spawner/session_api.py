@@ -25,8 +25,8 @@ from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
 
 from .limits import KEYS, LimitsError, explain, format_limit
+from .limits_store import limits_store
 from .session import culler_record, session_view
-from .spawner_limits import limits_store
 
 log = logging.getLogger("ds01spawner.session")
 _inventory: dict[str, Any] = {}

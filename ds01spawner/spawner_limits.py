@@ -14,33 +14,15 @@ from datetime import datetime, timezone
 from jupyterhub import orm
 
 from .errors import user_error
-from .identity import group_names
-from .limits import Limits, LimitsError, LimitsStore, explain, unmatched_groups
+from .limits import Limits, LimitsError, explain, unmatched_groups
+from .limits_store import limits_store, unix_groups
 
 LIMITS_DOWN_MESSAGE = (
     "Your limits cannot be read right now, so your server could not start. Your files are "
     "safe. An admin has been told."
 )
-_stores: dict[str, LimitsStore] = {}
 # limits documents whose group names were checked (kept, so that their ids are never reused)
 _checked_versions: dict[int, object] = {}
-
-
-def limits_store(path: str, log=None, on_event=None) -> LimitsStore:
-    """The hub process's store for ``path``, made once: by ``startup.check_config`` while the
-    hub starts (so the version good at start is the last good one), else at first use.
-    LimitsError when there is no good version at all."""
-    if path not in _stores:
-        _stores[path] = LimitsStore(path, log)
-    if on_event is not None and _stores[path].on_event is None:
-        _stores[path].on_event = on_event
-    return _stores[path]
-
-
-def unix_groups(username: str) -> list[str]:
-    """Names of the system account's groups (primary included); [] without an account.
-    Called in worker threads: reentrant lookups only (identity.group_names)."""
-    return group_names(username)
 
 
 def _limits_event(settings: tuple, event: str, **fields) -> None:

@@ -39,7 +39,7 @@ def check_config(config: Any) -> None:
         GpuQueue(section["gpu_queue_file"])
     limits_file = section.get("limits_file", "")
     if limits_file:
-        from .spawner_limits import limits_store
+        from .limits_store import limits_store
 
         try:
             limits_store(limits_file, log)  # this version is the last good one from now on

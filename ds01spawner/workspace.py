@@ -66,7 +66,7 @@ def is_inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-_LINK_REFUSED = (
+LINK_REFUSED = (
     "Your workspace folder is a link to another place, which DS01 does not follow. "
     "Ask an admin to look at it."
 )
@@ -79,7 +79,7 @@ def _open_root(root: Path, uid: int, gid: int, mode: int) -> tuple[int, str]:
         parent_fd, parent_real = open_dir(root.parent, make_missing=True)
     except OSError as e:
         raise WorkspaceError(
-            _LINK_REFUSED if isinstance(e, UnsafePath) else _NOT_CREATED,
+            LINK_REFUSED if isinstance(e, UnsafePath) else _NOT_CREATED,
             admin_hint=f"cannot open {root.parent}: {e}",
         ) from e
     try:
@@ -89,9 +89,9 @@ def _open_root(root: Path, uid: int, gid: int, mode: int) -> tuple[int, str]:
     try:
         return open_dir(f"{parent_real}/{root.name}")  # a trusted link is followed here
     except FileNotFoundError as e:
-        raise WorkspaceError(_LINK_REFUSED, admin_hint=f"{root} does not resolve: {e}") from e
+        raise WorkspaceError(LINK_REFUSED, admin_hint=f"{root} does not resolve: {e}") from e
     except OSError as e:
-        raise WorkspaceError(_LINK_REFUSED, admin_hint=f"{root}: {e}") from e
+        raise WorkspaceError(LINK_REFUSED, admin_hint=f"{root}: {e}") from e
 
 
 _NOT_CREATED = "Your workspace folder could not be created; an admin has been told."
@@ -194,7 +194,7 @@ def _refuse_entry(parent_fd: int, name: str, shown: str, allow_link: bool, e: OS
                 f"follow. Replace the link with a real folder inside your workspace."
             )
             if project
-            else _LINK_REFUSED,
+            else LINK_REFUSED,
             admin_hint=(
                 f"{shown} is a symlink to {target} owned by uid {st.st_uid} in a folder owned "
                 f"by uid {folder.st_uid} (mode {oct(folder.st_mode & 0o777)}); only root-owned "

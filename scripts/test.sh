@@ -13,7 +13,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 bash scripts/setup.sh --browser
-.venv/bin/ruff check ds01spawner tests benchmarks jupyterhub_config.py
+.venv/bin/ruff check ds01spawner tests benchmarks harness jupyterhub_config.py
 workers=${DS01_TEST_WORKERS:-2}
 xdist=()
 if [ "$workers" != 0 ]; then

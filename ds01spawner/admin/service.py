@@ -32,13 +32,13 @@ from tornado import httpclient, web
 
 from .. import audit
 from ..culler.state import read_for_page
+from ..docker_engine import Engine
 from ..errors import DOCKER_ERRORS
 from ..gpus import InventoryError, make_inventory
 from ..gpus.table import hub_containers_filter, server_containers
 from ..limits import KEYS, LimitsError, explain, load_limits_file
-from ..limits_service import Engine
+from ..limits_store import limits_store
 from ..service_signals import run_until_signalled
-from ..spawner_limits import limits_store
 from .exemptions import ExemptionError, grant
 from .views import gpu_rows, gpu_summary, queue_rows, user_rows
 

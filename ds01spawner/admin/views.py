@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..durations import left
 from ..gpus.allocator import busy_outside
 from ..gpus.model import Device, DeviceUsage
 from ..gpus.table import holders
 from ..limits import Limits
-from ..pages import left
 from ..quota import usage_of
 
 

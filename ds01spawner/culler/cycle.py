@@ -28,6 +28,7 @@ from ..audit import AuditLog, NoAuditLog, mark_retire
 from ..errors import DOCKER_ERRORS
 from ..gpus.table import hub_containers_filter, server_containers
 from ..limits import Limits, LimitsError, explain
+from ..limits_store import limits_store, unix_groups
 from ..names import container_name
 from . import notices as project_notices
 from .decision import IDLE, Decision, Server, Settings, Signals, decide, span
@@ -68,8 +69,6 @@ class LimitsSource:
         LimitsError when there has never been a good version."""
         if not self.path:
             return
-        from ..spawner_limits import limits_store
-
         self._doc = limits_store(self.path, self.log).current()
 
     def resolve(self, user: str, groups: tuple[str, ...], now: datetime) -> Limits:
@@ -79,8 +78,6 @@ class LimitsSource:
             raise LimitsError([])
         names = set(groups)
         if self.unix_groups:
-            from ..spawner_limits import unix_groups
-
             names.update(unix_groups(user))
         return explain(user, sorted(names), self._doc, now).limits
 

@@ -1,5 +1,9 @@
 """Register the ``ds01-culler`` service and its role with the hub (from configure_services).
 
+Hub side only: this module runs in the hub process (``startup.configure_services``), never in
+the culler's own process, whose import graph (``culler.__main__`` -> ``culler.service``) does
+not reach it (tests/unit/test_layout.py).
+
 The role holds only what the culler uses, each scope for one call:
 
 =====================  =====================================================================

@@ -12,7 +12,8 @@ parsers of what they return (unit-tested on their own).
   **that server's own token** (``JUPYTERHUB_API_TOKEN`` of its container, scoped by the hub to
   ``access:servers`` of that one server; its user has it already), never with the culler's
   token, which reaches every user's server (docs/security.md).
-- :class:`Engine`: Docker (``docker ps``, ``inspect``, one-shot ``stats`` for CPU).
+- :class:`Engine`: Docker (``docker ps``, ``inspect``, one-shot ``stats`` for CPU), from
+  ``docker_engine`` (the services' one Docker client).
 - :class:`CpuMeter` and :class:`GpuMeter`: remember samples between cycles and say whether a
   server's CPU or GPUs are in use.
 """
@@ -30,9 +31,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-import docker
 from tornado import httpclient
 
+from ..docker_engine import Engine  # noqa: F401  (signals.Engine: the culler's Docker client)
 from ..gpus.model import Device, Inventory
 from ..gpus.table import GPU_LABEL, HOLDING_STATES, parse_gpu_label
 from .state import parse_time
@@ -346,41 +347,6 @@ def _server_url(service_url: str | None, inspect: Mapping) -> str | None:
     if not ip:
         return None
     return urlunsplit(parts._replace(netloc=f"{ip}:{parts.port or 80}"))
-
-
-class Engine:
-    """The Docker engine, connected at first use (the culler must start while it is down)."""
-
-    def __init__(self, base_url: str | None = None, timeout: float = 30) -> None:
-        self.base_url = base_url
-        self.timeout = timeout
-        self._client = None
-        self.calls = 0
-
-    @property
-    def api(self) -> docker.APIClient:
-        if self._client is None:
-            if self.base_url:
-                self._client = docker.APIClient(
-                    base_url=self.base_url, version="auto", timeout=int(self.timeout)
-                )
-            else:
-                self._client = docker.from_env(timeout=int(self.timeout)).api
-        return self._client
-
-    def containers(self, filters: dict) -> list[dict]:
-        self.calls += 1
-        return self.api.containers(all=True, filters=filters)
-
-    def inspect(self, container_id: str) -> dict:
-        self.calls += 1
-        return self.api.inspect_container(container_id)
-
-    def stats(self, container_id: str) -> dict:
-        """One-shot stats (API 1.41+): no second sample, but the daemon still answers at its
-        collector's next tick (up to a second), so this is the fallback of :class:`CgroupCpu`."""
-        self.calls += 1
-        return self.api.stats(container_id, stream=False, one_shot=True)
 
 
 # ---- CPU ----------------------------------------------------------------------------------------

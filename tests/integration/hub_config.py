@@ -1,6 +1,6 @@
 # Test hub: the top-level jupyterhub_config.py as shipped, plus one service with an API token that
 # the tests use to create users, tokens and servers. Ports and folders come from the environment
-# (see the top of jupyterhub_config.py), set by tests/integration/hub.py.
+# (see the top of jupyterhub_config.py), set by harness/hub.py.
 import json
 import os
 
