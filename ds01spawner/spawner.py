@@ -1,11 +1,12 @@
 """DS01Spawner: one project, one fresh container, one permanent workspace.
 
 This class holds the traits and orchestrates start/stop/poll/progress. ``start`` reads top to
-bottom: plan (``launch.LaunchPlan``) -> obtain image -> allocate and create -> wait; each step takes
-the plan (docs/architecture.md). The decisions live in small modules: ``names`` (project names, container names), ``workspace`` (paths and confinement),
-``identity`` (uid:gid), ``container_spec`` (the container as dicts), ``ports``, ``gpus`` (inventory,
-allocator, label table), ``spawner_gpus`` (the GPU steps of a spawn) and ``spawner_images`` (a
-project's own image from its Dockerfile).
+bottom: plan (``launch.LaunchPlan``) -> obtain image -> allocate and create -> wait; each step
+takes the plan (docs/architecture.md). The decisions live in small modules: ``names`` (project
+names, container names), ``workspace`` (paths and confinement), ``identity`` (uid:gid),
+``container_spec`` (the container as dicts), ``ports``, ``gpus`` (inventory, allocator, label
+table), ``spawner_gpus`` (the GPU steps of a spawn) and ``spawner_images`` (a project's own image
+from its Dockerfile).
 """
 
 from __future__ import annotations
