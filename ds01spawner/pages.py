@@ -207,7 +207,7 @@ class HomeView:
                     started=orm_spawner.started,
                     last_activity=orm_spawner.last_activity,
                     gpus=tuple(names.get(u, u) for u in getattr(spawner, "gpu_uuids", [])),
-                    note=getattr(spawner, "_last_position", "") if spawner.pending else "",
+                    note=getattr(spawner, "queue_position", "") if spawner.pending else "",
                 )
             )
         try:

@@ -1,17 +1,19 @@
 """DS01Spawner: one project, one fresh container, one permanent workspace.
 
-This class holds the traits and orchestrates start/stop/poll/progress. The decisions live in small
-modules: ``names`` (project names, container names), ``workspace`` (paths and confinement),
-``identity`` (uid:gid), ``container_spec`` (the container as dicts), ``ports``, ``gpus`` (inventory,
-allocator, label table), ``spawner_gpus`` (the GPU steps of a spawn) and ``spawner_images`` (a
-project's own image from its Dockerfile).
+This class holds the traits and orchestrates start/stop/poll/progress. ``start`` reads top to
+bottom: plan (``launch.LaunchPlan``) -> obtain image -> allocate and create -> wait; each step
+takes the plan (docs/architecture.md). The decisions live in small modules: ``names`` (project
+names, container names), ``workspace`` (paths and confinement), ``identity`` (uid:gid),
+``container_spec`` (the container as dicts), ``ports``, ``gpus`` (inventory, allocator, label
+table), ``spawner_gpus`` (the GPU steps of a spawn) and ``spawner_images`` (a project's own image
+from its Dockerfile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -28,10 +30,19 @@ from .container_spec import (
     build_container_spec,
 )
 from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
-from .form import STANDARD_IMAGE
+from .form import STANDARD_IMAGE, LaunchOptions
 from .gpus.allocator import equivalents
 from .gpus.model import Device
 from .identity import Identity, IdentityError, resolve_identity
+from .launch import (
+    IMAGE_BASE,
+    IMAGE_DOCKERFILE,
+    IMAGE_OFFERED,
+    IMAGE_STANDARD,
+    LaunchPhases,
+    LaunchPlan,
+    launch_plan,
+)
 from .logsafe import untrusted
 from .metrics import observe
 from .names import container_name, oauth_client_id, path_safe_username
@@ -568,18 +579,29 @@ class DS01Spawner(
         async for event in self.progress_log.follow():
             yield event
 
-    async def _before_create(self, project: str, options) -> None:
+    #: the launch in progress, for DockerSpawner's create_object callback (None otherwise)
+    _launch: tuple[LaunchPlan, LaunchPhases] | None = None
+    _queue_position = ""
+
+    @property
+    def queue_position(self) -> str:
+        """While this launch waits in the GPU queue: its place in line, as shown on the
+        progress page and the home page ("" otherwise)."""
+        return self._queue_position
+
+    async def _plan_launch(self, options: LaunchOptions) -> LaunchPlan:
         """Every check and decision before Docker is asked for anything: identity, the GPU
         request, the user's limits, the workspace. Each refusal is a user_error."""
+        project = options.project
         ident = await self._identity()
-        self._gpu_broker, self._gpu_request, devices = await self._parse_gpu_request()
-        self._gpu_devices = devices
-        self._limits = await self.effective_limits()
+        broker, request, devices = await self._parse_gpu_request(options.gpu_options)
+        limits = await self.effective_limits()
         try:
-            self._gpu_request = shape_request(self._gpu_request, self._limits, devices)
+            request = shape_request(request, limits, devices)
         except LimitRefused as e:
             self.refuse(e)
-        await self.claim_launch()  # servers and GPUs, before any folder or image is made
+        # servers and GPUs, before any folder or image is made
+        await self.claim_launch(request, devices, limits)
         self.progress_log.emit(10, f"Preparing workspace for project {project}")
         try:
             ws = await asyncio.get_running_loop().run_in_executor(
@@ -600,9 +622,6 @@ class DS01Spawner(
                 e.admin_hint or e,
             )
             raise user_error(400, str(e)) from e
-        self._workspace_dir = str(ws.project_dir)
-        self._workspace_identity = ws.identity
-        self._identity_used = ident
         if options.template and not ws.created:
             raise user_error(
                 400,
@@ -619,22 +638,41 @@ class DS01Spawner(
             )
         if options.template:
             await self._apply_template(ws.project_dir, options.template, ident)
-        if options.image == STANDARD_IMAGE:
-            self.run_image = ""  # the standard image (as without a Dockerfile): to fix one
+        return launch_plan(
+            user=self.user.name,
+            server=self.name or "",
+            options=options,
+            identity=ident,
+            home=self.home_dir.format(username=path_safe_username(self.user.name)),
+            gpu_broker=broker,
+            gpu_request=request,
+            gpu_devices=devices,
+            limits=limits,
+            workspace_dir=str(ws.project_dir),
+            workspace_identity=ws.identity,
+            base_image=self.image,
+        )
+
+    async def _obtain_image(self, plan: LaunchPlan, phases: LaunchPhases) -> LaunchPlan:
+        """The plan with its image: the standard or an offered one as chosen, else the
+        project's own when it has a Dockerfile (built when needed), else ``image``."""
+        if plan.image_source == IMAGE_STANDARD:
             self.progress_log.emit(
                 20, f"Using the standard image {self.image}, not the project's Dockerfile"
             )
             self.log.info(
                 "user=%s project=%s launches with the standard image %s (Dockerfile ignored)",
                 self.user.name,
-                project,
+                plan.project,
                 self.image,
             )
-        elif options.image:
-            self.run_image = options.image  # an offered image, instead of the project's own
-        else:
-            # the project's own image when it has a Dockerfile (built when needed), else image
-            await self.project_image(project, self._workspace_dir, ident)
+            return plan
+        if plan.image_source == IMAGE_OFFERED:
+            return plan
+        ref = await self.project_image(plan.project, plan.workspace_dir, plan.identity, phases)
+        if ref:
+            return plan.with_image(ref, IMAGE_DOCKERFILE)
+        return plan.with_image(self.image, IMAGE_BASE)
 
     async def _apply_template(self, project_dir, template: str, ident: Identity) -> None:
         self.progress_log.emit(12, f"Creating the project from the template {template}")
@@ -666,24 +704,32 @@ class DS01Spawner(
         )
 
     async def start(self):
+        """A launch, top to bottom: plan -> obtain image -> allocate and create (one atomic
+        step under the hub's lock, DockerSpawner's ``create_object``) -> wait until it listens."""
         self._progress_log = ProgressLog()
-        self._phases: dict[str, float] = {}
-        self._t_allocated = None
+        self._queue_position = ""
         options = self.launch_options()
-        project = options.project
-        self._check_project_free(project)
-        self.project = project  # at once: a concurrent launch of the same project sees it
+        self._check_project_free(options.project)
+        self.project = options.project  # at once: a concurrent launch of the same project sees it
+        phases = LaunchPhases()
         try:
-            return await self._start(project, options)
+            try:
+                plan = await self._plan_launch(options)
+                plan = await self._obtain_image(plan, phases)
+            except BaseException:
+                self.project = ""
+                raise
+            return await self._create_and_wait(plan, phases)
         finally:
+            self._launch = None
             self.release_launch()
 
-    async def _start(self, project: str, options) -> tuple[str, int]:
-        try:
-            await self._before_create(project, options)
-        except BaseException:
-            self.project = ""
-            raise
+    async def _create_and_wait(self, plan: LaunchPlan, phases: LaunchPhases) -> tuple[str, int]:
+        project = plan.project
+        # DockerSpawner's start runs self.image (ImageSteps.start) and calls create_object
+        own = plan.image_source in (IMAGE_OFFERED, IMAGE_DOCKERFILE)
+        self.run_image = plan.image if own else ""
+        self._launch = (plan, phases)
         if self.network_name == HOST_NETWORK:
             self._reserve_port()
             self.ip = "127.0.0.1"
@@ -691,7 +737,7 @@ class DS01Spawner(
             if self.network_name == HOST_NETWORK:
                 await self._network_setup()  # fails closed, before any container exists
             ip, port = await super().start()
-            await self._check_mounted_workspace()
+            await self._check_mounted_workspace(plan)
             self.progress_log.emit(70, "Container started; waiting for JupyterLab to listen")
             await wait_until_listening(ip, port, self._check_alive, timeout=self.http_timeout)
             if self.network_name == HOST_NETWORK:
@@ -699,7 +745,7 @@ class DS01Spawner(
         except BaseException as e:
             await self._cleanup_failed_start()
             if isinstance(e, DOCKER_ERRORS) and not await asyncio.to_thread(
-                still_there, self._workspace_dir, self._workspace_identity
+                still_there, plan.workspace_dir, plan.workspace_identity
             ):  # e.g. the engine could not mount a folder swapped for a link meanwhile
                 raise self._workspace_swapped("while the container started") from e
             if isinstance(e, DOCKER_ERRORS):
@@ -733,14 +779,13 @@ class DS01Spawner(
                 ) from e
             raise
         self.progress_log.emit(90, "JupyterLab is listening; connecting you")
-        if self._t_allocated is not None:
-            self._phases["start"] = round(time.monotonic() - self._t_allocated, 3)
+        phases.started()
         self.audit(
             "start",
             **self._who(),
             gpus=list(self.gpu_uuids),
             container=self.object_id[:12],
-            phases=dict(self._phases),
+            phases=dict(phases.timings),
         )
         self.log.info(
             "Started server user=%s project=%s server=%s container=%s port=%s gpus=%s",
@@ -802,15 +847,17 @@ class DS01Spawner(
             pass
 
     async def create_object(self) -> dict:
-        obj = await self.allocate_and_create(self._create_container)
-        await self._install_identity(obj["Id"])
+        """DockerSpawner's create step: devices and container, atomically (spawner_gpus)."""
+        plan, phases = self._launch
+        create = functools.partial(self._create_container, plan)
+        obj = await self.allocate_and_create(plan, phases, create)
+        await self._install_identity(plan, obj["Id"])
         self.progress_log.emit(60, "Starting the container")
         return obj
 
-    async def _install_identity(self, container_id: str) -> None:
+    async def _install_identity(self, plan: LaunchPlan, container_id: str) -> None:
         """The user's name in the container (passwd.py): whoami, the terminal prompt."""
-        ident: Identity = self._identity_used
-        home = self.home_dir.format(username=path_safe_username(self.user.name))
+        ident = plan.identity
         try:
             await asyncio.wrap_future(
                 self.executor.submit(
@@ -820,7 +867,7 @@ class DS01Spawner(
                     self.user.name,
                     ident.uid,
                     ident.gid,
-                    home,
+                    plan.home,
                     [WORKSPACE_MOUNT] + [b["bind"] for b in self.volume_binds.values()],
                 )
             )
@@ -832,47 +879,47 @@ class DS01Spawner(
                 e,
             )
 
-    async def _create_container(self, devices: list[Device]) -> dict:
+    async def _create_container(self, plan: LaunchPlan, devices: list[Device]) -> dict:
         self.progress_log.emit(40, "Creating a fresh container")
-        ident: Identity = self._identity_used
+        ident, limits = plan.identity, plan.limits
         spec = ServerSpec(
             name=self.object_name,
-            image=self.image,
+            image=plan.image,
             # Jupyter kills kernels 5 s after its own SIGTERM; give them the whole grace period.
             command=list(self.cmd)
             + [f"--KernelManager.shutdown_wait_time={self.stop_grace_seconds}"]
             + list(self.get_args()),
             env=self.get_env(),
             username=self.user.name,
-            project=self.project,
+            project=plan.project,
             server_name=self.name,
             uid=ident.uid,
             gid=ident.gid,
             supplementary_gids=ident.supplementary_gids,
-            project_dir=self._workspace_dir,
-            home=self.home_dir.format(username=path_safe_username(self.user.name)),
+            project_dir=plan.workspace_dir,
+            home=plan.home,
             created_at=datetime.now(timezone.utc),
             network=self.network_name,
             port=self.port,
             cap_add=self.extra_capabilities,
             stop_grace_seconds=self.stop_grace_seconds,
-            mem_limit=self._limits.memory or self.mem_limit or None,
-            cpu_limit=self._limits.cpus or self.cpu_limit or None,
-            shm_size=self._limits.shm_size,
-            pids_limit=self._limits.pids_limit,
+            mem_limit=limits.memory or self.mem_limit or None,
+            cpu_limit=limits.cpus or self.cpu_limit or None,
+            shm_size=limits.shm_size,
+            pids_limit=limits.pids_limit,
             extra_binds=self.volume_binds,
             extra_labels={"ds01.hub": self.hub_id()},
             extra_host_config=self._eval_if_callable(self.extra_host_config) or {},
             extra_create_kwargs=self._eval_if_callable(self.extra_create_kwargs) or {},
             gpu_uuids=[d.uuid for d in devices],
             gpu_equivalents=equivalents(devices),
-            gpu_runtime=not (self._gpu_broker and self._gpu_broker.simulated),
+            gpu_runtime=not (plan.gpu_broker and plan.gpu_broker.simulated),
         )
         create_kwargs, host_config_kwargs = build_container_spec(spec)
         host_config = await self.docker("create_host_config", **host_config_kwargs)
         # The image step may have taken minutes: the path must still lead, without a link the
         # user could have swapped in, to the folder prepared for this launch.
-        if not await asyncio.to_thread(still_there, spec.project_dir, self._workspace_identity):
+        if not await asyncio.to_thread(still_there, spec.project_dir, plan.workspace_identity):
             raise self._workspace_swapped("before the container was created")
         return await self.docker("create_container", host_config=host_config, **create_kwargs)
 
@@ -890,7 +937,7 @@ class DS01Spawner(
             "prepared, so it was not mounted. Keep the folder in place and launch again.",
         )
 
-    async def _check_mounted_workspace(self) -> None:
+    async def _check_mounted_workspace(self, plan: LaunchPlan) -> None:
         """The engine mounted the very folder prepared for this launch at /workspace: compared
         by device and inode through the container's root (/proc/<pid>/root), so a path swapped
         between the check and the engine's mount is caught. Local engines only."""
@@ -910,7 +957,7 @@ class DS01Spawner(
                 return  # it exited at once: the readiness wait reports that, with its output
             self.log.error("Cannot check the /workspace mount of %s: %s", self.object_name, e)
             raise self._workspace_swapped("while the container started") from e
-        if mounted != self._workspace_identity:
+        if mounted != plan.workspace_identity:
             raise self._workspace_swapped("while the container started")
 
     async def get_ip_and_port(self) -> tuple[str, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 
 from jupyterhub import orm
@@ -18,8 +19,11 @@ from .gpus.allocator import GpuRequest, NoFit, RequestError, busy_outside, candi
 from .gpus.allocator import noun as device_noun
 from .gpus.broker import GpuBroker, broker_for
 from .gpus.model import Device
-from .gpus.queue import AlreadyWaiting, GpuQueue, QueueCancelled, Waiter, ordinal, plan
+from .gpus.queue import AlreadyWaiting, GpuQueue, QueueCancelled, Waiter, ordinal
+from .gpus.queue import plan as queue_plan
 from .gpus.table import holders, hub_containers_filter, server_containers
+from .launch import LaunchPhases, LaunchPlan
+from .limits import Limits
 from .names import hub_id
 from .quota import (
     Launches,
@@ -72,8 +76,10 @@ class GpuSteps:
             self.log,
         )
 
-    async def _parse_gpu_request(self) -> tuple[GpuBroker | None, GpuRequest, list[Device]]:
-        options = self.user_options or {}
+    async def _parse_gpu_request(
+        self, options: Mapping
+    ) -> tuple[GpuBroker | None, GpuRequest, list[Device]]:
+        """The checked GPU options (LaunchOptions.gpu_options) as a request, once per launch."""
         try:
             broker = await asyncio.to_thread(self._broker)  # the first call initialises NVML
         except InventoryError as e:
@@ -97,18 +103,21 @@ class GpuSteps:
         mine = usage_of(self.user.name, containers, exclude_server=self.name)
         return with_launches(mine, GpuSteps.launches.others(self.user.name, self.name))
 
-    def _check_usage(self, usage: Usage) -> None:
+    def _check_usage(
+        self, usage: Usage, request: GpuRequest, devices: Sequence[Device], limits: Limits
+    ) -> None:
         """Refuse (the limit's sentence) a launch the user's limits do not allow now, whatever
         devices it would get: such a launch never waits in the GPU queue."""
-        devices = getattr(self, "_gpu_devices", [])
         try:
-            check_servers(usage, self._limits)
-            check_gpu_equivalents(usage, min_equivalents(self._gpu_request, devices), self._limits)
+            check_servers(usage, limits)
+            check_gpu_equivalents(usage, min_equivalents(request, list(devices)), limits)
         except LimitRefused as e:
             self.gpu_uuids = []
             self.refuse(e)
 
-    async def claim_launch(self) -> None:
+    async def claim_launch(
+        self, request: GpuRequest, devices: Sequence[Device], limits: Limits
+    ) -> None:
         """Check the user's servers and GPUs (running and launching) before any folder or image
         is made, and count this launch among theirs until its start ends (release_launch)."""
         try:
@@ -122,8 +131,9 @@ class GpuSteps:
                 e,
             )
             raise user_error(503, ENGINE_DOWN_MESSAGE) from e
-        self._check_usage(self._usage(containers))  # no await between check and claim
-        need = min_equivalents(self._gpu_request, getattr(self, "_gpu_devices", []))
+        # no await between check and claim
+        self._check_usage(self._usage(containers), request, devices, limits)
+        need = min_equivalents(request, list(devices))
         GpuSteps.launches.claim(self.user.name, ServerUse(self.project, self.name, (), need, True))
 
     def release_launch(self) -> None:
@@ -190,7 +200,7 @@ class GpuSteps:
             self.log.info("Removed container %s (its removal had failed before)", target)
             GpuSteps.pending_removal.discard(target)
 
-    async def allocate_and_create(self, create) -> dict:
+    async def allocate_and_create(self, plan: LaunchPlan, phases: LaunchPhases, create) -> dict:
         """The hub-wide atomic step: choose devices and create the container under one lock.
 
         Only what must be atomic is under the lock: listing the containers (the table), the
@@ -198,11 +208,12 @@ class GpuSteps:
         above 0 a launch that finds no free device waits in the queue (gpus/queue.py) and is
         served, under the same lock, when devices free up.
         """
-        broker, request = self._gpu_broker, self._gpu_request
+        broker, request = plan.gpu_broker, plan.gpu_request
         wants = broker is not None and request.wants_gpu
         queue = self.gpu_queue() if wants and self.gpu_queue_timeout > 0 else None
         snapshot = await broker.snapshot() if wants else ([], {})
         waiter: Waiter | None = None
+        others_served = False  # the queue's plan served someone behind this launch
         began = time.monotonic()
         deadline = began + self.gpu_queue_timeout
         try:
@@ -214,13 +225,16 @@ class GpuSteps:
                         containers = await self._sweep_orphans(containers)
                         GpuSteps._orphans_swept = True
                     usage = self._usage(containers)
-                    self._check_usage(usage)  # before the line: never wait for the impossible
+                    # before the line: never wait for the impossible
+                    self._check_usage(usage, request, plan.gpu_devices, plan.limits)
                     try:
                         if queue is not None and waiter is None and len(queue):
-                            waiter = self._join_queue(queue)  # never jump the line
-                        devices = self._assign_gpus(containers, snapshot, waiter, queue)
+                            waiter = self._join_queue(queue, request)  # never jump the line
+                        devices, others_served = self._assign_gpus(
+                            plan, containers, snapshot, waiter, queue
+                        )
                         if devices is not None:
-                            check_gpu_equivalents(usage, equivalents(devices), self._limits)
+                            check_gpu_equivalents(usage, equivalents(devices), plan.limits)
                     except LimitRefused as e:
                         self.gpu_uuids = []
                         self.refuse(e)
@@ -230,14 +244,14 @@ class GpuSteps:
                             waited = round(time.time() - waiter.joined, 3)
                             queue.leave(waiter)
                             waiter = None
-                        self._allocated(began, devices, waited)
+                        self._allocated(phases, began, devices, waited)
                         return await create(devices)
                     if waiter is None:
-                        waiter = self._join_queue(queue)
-                    if getattr(self, "_others_served", False):
+                        waiter = self._join_queue(queue, request)
+                    if others_served:
                         queue.changed()  # devices freed for someone behind: wake them
                     seen = queue.version
-                    self._report_position(queue, waiter, containers, snapshot)
+                    self._report_position(plan, queue, waiter, containers, snapshot)
                     first = queue.position(waiter) == 1
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -259,13 +273,11 @@ class GpuSteps:
             if waiter is not None:
                 queue.leave(waiter)
 
-    def _allocated(self, t0: float, devices: list[Device], waited: float | None) -> None:
+    def _allocated(
+        self, phases: LaunchPhases, t0: float, devices: list[Device], waited: float | None
+    ) -> None:
         """The allocate phase ends: time it, and audit the devices (when there are any)."""
-        now = time.monotonic()
-        phases = getattr(self, "_phases", None)
-        if phases is not None:
-            phases["allocate"] = round(now - t0, 3)
-        self._t_allocated = now
+        phases.allocated(t0)
         orm_spawner = getattr(self, "orm_spawner", None)
         if orm_spawner is not None:
             # "Started" (home page, admin view, the culler's runtime limit) is when the server
@@ -282,35 +294,36 @@ class GpuSteps:
                 waited=waited,
             )
 
-    def _join_queue(self, queue: GpuQueue) -> Waiter:
+    def _join_queue(self, queue: GpuQueue, request: GpuRequest) -> Waiter:
         try:
-            waiter = queue.join(self.user.name, self.name, self.project, self._gpu_request)
+            waiter = queue.join(self.user.name, self.name, self.project, request)
         except AlreadyWaiting as e:
             raise user_error(409, f"Project '{self.project}' is already waiting for a GPU.") from e
-        self._waiter = waiter
         self.log.info(
             "user=%s project=%s waits for %s %s GPU(s): position %d",
             self.user.name,
             self.project,
-            self._gpu_request.count,
-            self._gpu_request.gpu_type,
+            request.count,
+            request.gpu_type,
             queue.position(waiter),
         )
         return waiter
 
-    def _report_position(self, queue: GpuQueue, waiter: Waiter, containers, snapshot) -> None:
+    def _report_position(
+        self, plan: LaunchPlan, queue: GpuQueue, waiter: Waiter, containers, snapshot
+    ) -> None:
         devices, usage = snapshot
         held = holders(containers)
         taken = set(held) | busy_outside(usage, held)
-        pool = candidates(self._gpu_request, devices)
+        pool = candidates(plan.gpu_request, devices)
         busy = sum(1 for d in pool if d.uuid in taken)
-        what = device_noun(self._gpu_request, devices, len(pool), self._gpu_broker.simulated)
+        what = device_noun(plan.gpu_request, devices, len(pool), plan.gpu_broker.simulated)
         text = (
             f"Waiting for a GPU: {ordinal(queue.position(waiter))} in line "
             f"({busy} of {len(pool)} {what} busy)"
         )
-        if text != getattr(self, "_last_position", ""):
-            self._last_position = text
+        if text != self._queue_position:
+            self._queue_position = text
             self.progress_log.emit(30, text)
 
     def _queue_timed_out(self, queue: GpuQueue, waiter: Waiter, waited: float) -> None:
@@ -341,22 +354,29 @@ class GpuSteps:
         )
 
     def _assign_gpus(
-        self, containers: list[dict], snapshot, waiter: Waiter | None, queue: GpuQueue | None
-    ) -> list[Device] | None:
-        """The devices for this launch, or None when it must wait in the queue.
+        self,
+        plan: LaunchPlan,
+        containers: list[dict],
+        snapshot,
+        waiter: Waiter | None,
+        queue: GpuQueue | None,
+    ) -> tuple[list[Device] | None, bool]:
+        """The devices for this launch, or None when it must wait in the queue; and whether
+        the queue's plan served someone else (then they are woken).
 
         Without a queue (or with nobody waiting and this launch not in it) a launch that finds
         no device is refused (429).
         """
-        broker, request = self._gpu_broker, self._gpu_request
+        broker, request = plan.gpu_broker, plan.gpu_request
+        others_served = False
         if broker is None or not request.wants_gpu:
-            return []
+            return [], others_served
         if waiter is None:
             try:
                 devices = broker.choose(request, containers, *snapshot)
             except NoFit as e:
                 if queue is not None:
-                    return None
+                    return None, others_served
                 self.log.warning(
                     "No GPU for user=%s project=%s (asked %s %s): %s",
                     self.user.name,
@@ -379,13 +399,13 @@ class GpuSteps:
             all_devices, usage = snapshot
             held = holders(containers)
             taken = set(held) | busy_outside(usage, held)
-            decided = plan(queue.waiters, all_devices, taken)
+            decided = queue_plan(queue.waiters, all_devices, taken)
             devices = decided.served.get(waiter.id)
-            self._others_served = any(wid != waiter.id for wid in decided.served)
+            others_served = any(wid != waiter.id for wid in decided.served)
             if devices is None:
-                return None
+                return None, others_served
         self.gpu_uuids = [d.uuid for d in devices]
-        self._last_position = ""
+        self._queue_position = ""
         what = "simulated GPU" if broker.simulated else "GPU"
         shown = ", ".join(f"{d.index} ({d.mig_profile or d.name})" for d in devices)
         self.log.info(
@@ -397,4 +417,4 @@ class GpuSteps:
             f" after {time.time() - waiter.joined:.1f} s in the queue" if waiter else "",
         )
         self.progress_log.emit(35, f"Assigned {what} {shown}")
-        return devices
+        return devices, others_served

@@ -60,6 +60,7 @@ from .images.context import (
 from .images.dockerfile import DockerfileError, check_allowed, parse_dockerfile, shown
 from .images.dockerfile_rules import extends_layers
 from .images.tags import TagError, image_ref, split_ref
+from .launch import LaunchPhases
 from .logsafe import escape_line, untrusted
 from .project_files import ProjectFileError, write_project_file
 from .spawner_build_limits import BuildLimitSteps
@@ -214,12 +215,14 @@ class ImageSteps(BuildLimitSteps):
 
     # ---- the step ------------------------------------------------------------------------------
 
-    async def project_image(self, project: str, project_dir: str, ident: Identity) -> str:
-        """The image this project's server runs: ``image``, or the project's own (built when
-        needed). Every refusal is a user_error; the image exists and can run a server."""
-        self.run_image = ""
+    async def project_image(
+        self, project: str, project_dir: str, ident: Identity, phases: LaunchPhases
+    ) -> str:
+        """The project's own image (built when needed), or "" when it has none (no Dockerfile,
+        or ``project_images`` off): then ``image`` runs. Every refusal is a user_error; the
+        image exists and can run a server. The whole step is the launch's "build" phase."""
         if not self.project_images:
-            return self.image
+            return ""
         who = f"user={self.user.name} project={project}"
         try:
             try:
@@ -234,7 +237,7 @@ class ImageSteps(BuildLimitSteps):
                     "being prepared. Keep the folder in place and launch again.",
                 ) from e
             if dockerfile is None:
-                return self.image
+                return ""
             self.progress_log.emit(12, "Reading your project's Dockerfile")
             started = time.monotonic()
             plan = await self._plan(project, project_dir, ident, dockerfile)
@@ -244,9 +247,7 @@ class ImageSteps(BuildLimitSteps):
                 image_id = await self._build(plan, project_dir, ident, who)
             await self._check_base_layers(image_id, plan["base_id"], who)
             await self._check_runs_server(image_id, ident, who)
-            phases = getattr(self, "_phases", None)
-            if phases is not None:  # the spawn's build phase: the whole image step
-                phases["build"] = round(time.monotonic() - started, 3)
+            phases.record("build", started)  # the spawn's build phase: the whole image step
         except DOCKER_ERRORS as e:
             self.log.error("Docker engine error in the image step %s: %s", who, e)
             raise user_error(503, ENGINE_DOWN_MESSAGE) from e
@@ -257,7 +258,6 @@ class ImageSteps(BuildLimitSteps):
             image_id[7:19],
             time.monotonic() - started,
         )
-        self.run_image = ref
         return ref
 
     async def _plan(self, project: str, project_dir: str, ident: Identity, dockerfile: bytes):
