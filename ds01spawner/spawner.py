@@ -947,18 +947,24 @@ class DS01Spawner(
         pid = state.get("Pid")
         if not pid:
             return  # it exited: the readiness wait reports that, with its output
+        error: OSError | None = None
         try:
             mounted = await asyncio.to_thread(
                 mounted_identity, f"/proc/{pid}/root", WORKSPACE_MOUNT
             )
         except OSError as e:
-            again = (await self.docker("inspect_container", self.object_id))["State"]
-            if not again.get("Running") or again.get("Pid") != pid:
-                return  # it exited at once: the readiness wait reports that, with its output
-            self.log.error("Cannot check the /workspace mount of %s: %s", self.object_name, e)
-            raise self._workspace_swapped("while the container started") from e
-        if mounted != plan.workspace_identity:
-            raise self._workspace_swapped("while the container started")
+            error, mounted = e, None
+        if mounted == plan.workspace_identity:
+            return
+        # A server that exits at once loses its mounts (its mount namespace goes) while its
+        # root can still be read: only a container still running as the same process proves a
+        # swap; else the readiness wait reports the exit, with its output.
+        again = (await self.docker("inspect_container", self.object_id))["State"]
+        if not again.get("Running") or again.get("Pid") != pid:
+            return
+        if error is not None:
+            self.log.error("Cannot check the /workspace mount of %s: %s", self.object_name, error)
+        raise self._workspace_swapped("while the container started") from error
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         if self.network_name == HOST_NETWORK:

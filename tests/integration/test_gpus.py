@@ -32,7 +32,7 @@ def held(client, hub) -> dict[str, str]:
     """uuid -> user, from the labels of the hub's containers that hold devices (not exited)."""
     out = {}
     for c in ds01_containers(client, hub.prefix):
-        if c.status in ("exited", "dead"):
+        if c.status in ("exited", "dead", "removing"):  # no process left to use a device
             continue
         for uuid in filter(None, c.labels.get("ds01.gpus", "").split(",")):
             assert uuid not in out, f"{uuid} held twice"
