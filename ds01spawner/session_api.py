@@ -55,7 +55,7 @@ def inventory_from_environment(environ=None):
 async def _gpu_rows(containers: list[dict]) -> list[dict]:
     from .admin.views import gpu_rows
 
-    inv = inventory_from_environment()
+    inv = await asyncio.to_thread(inventory_from_environment)  # the first call inits NVML
     if inv is None:
         return []
     devices = await asyncio.to_thread(inv.devices)
@@ -117,7 +117,7 @@ class SessionAPI(web.RequestHandler):
             record=record,
             limits=limits,
             shown_limits=shown,
-            queue=_queue(os.environ.get("DS01_GPU_QUEUE_FILE", "")),
+            queue=await asyncio.to_thread(_queue, os.environ.get("DS01_GPU_QUEUE_FILE", "")),
             now=now,
         )
         self.set_header("Content-Type", "application/json")

@@ -941,8 +941,10 @@ class DS01Spawner(
         """The engine mounted the very folder prepared for this launch at /workspace: compared
         by device and inode through the container's root (/proc/<pid>/root), so a path swapped
         between the check and the engine's mount is caught. Local engines only."""
-        if not str(getattr(self.client, "base_url", "")).startswith("http+docker://"):
-            return  # a remote engine (TCP, Swarm): its /proc is not ours to read
+        # docker-py names a local Unix socket http+docker://localhost (an ssh:// engine is
+        # http+docker://ssh): only a local engine's /proc is ours to read
+        if str(getattr(self.client, "base_url", "")) != "http+docker://localhost":
+            return  # a remote engine (TCP, SSH, Swarm)
         state = (await self.docker("inspect_container", self.object_id))["State"]
         pid = state.get("Pid")
         if not pid:

@@ -74,6 +74,21 @@ TAIL_IN_MESSAGE = 12
 BUILD_FROM, BUILD_TO = 15, 50
 
 
+def read_dockerfile(dockerfile: bytes, buildargs: dict, allowed: list[str]):
+    """The parsed Dockerfile, its base images checked against ``allowed``; DockerfileError (a
+    sentence for the user) when it is not UTF-8, cannot be read as the engine reads it, or
+    starts from an image that is not allowed."""
+    try:
+        text = dockerfile.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DockerfileError(
+            f"Your Dockerfile is not UTF-8 text (byte {e.start}); save it as UTF-8."
+        ) from e
+    parsed = parse_dockerfile(text, buildargs)
+    check_allowed(parsed, allowed)
+    return parsed
+
+
 class ImageSteps(BuildLimitSteps):
     """Traits and methods DS01Spawner uses to give a project its own image."""
 
@@ -268,15 +283,10 @@ class ImageSteps(BuildLimitSteps):
             "DS01_GID": str(ident.gid),
             "DS01_USER": self.user.name,
         }
-        try:
-            try:
-                text = dockerfile.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DockerfileError(
-                    f"Your Dockerfile is not UTF-8 text (byte {e.start}); save it as UTF-8."
-                ) from e
-            parsed = parse_dockerfile(text, buildargs)
-            check_allowed(parsed, self.allowed_base_images)
+        try:  # up to MAX_DOCKERFILE of text, read character by character: off the event loop
+            parsed = await self._in_io(
+                read_dockerfile, dockerfile, buildargs, self.allowed_base_images
+            )
         except DockerfileError as e:
             self.log.warning("Dockerfile refused %s: %s", who, escape_line(str(e)))
             raise user_error(400, str(e)) from e

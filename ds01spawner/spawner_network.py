@@ -100,6 +100,7 @@ class NetworkSteps(LoggingConfigurable):
     ).tag(config=True)
 
     _firewall_ready: set[str] = set()  # chains installed by this hub process
+    _firewall_lock: asyncio.Lock | None = None  # made on the hub's event loop, at first use
 
     def _server_port_range(self) -> tuple[int, int] | None:
         text = self.server_ports or (
@@ -119,6 +120,12 @@ class NetworkSteps(LoggingConfigurable):
         if self.network_isolation != "uid-firewall":
             return
         chain = chain_name(self.prefix)
+        if NetworkSteps._firewall_lock is None:
+            NetworkSteps._firewall_lock = asyncio.Lock()
+        async with NetworkSteps._firewall_lock:  # two first launches install it once
+            await self._install_firewall(chain)
+
+    async def _install_firewall(self, chain: str) -> None:
         if chain in NetworkSteps._firewall_ready:
             return
         try:

@@ -61,11 +61,6 @@ def workspace_root_for(template: str, username: str) -> Path:
     return path
 
 
-def is_inside(path: Path, root: Path) -> bool:
-    """True when the resolved ``path`` is ``root`` or below it (both already resolved)."""
-    return path == root or root in path.parents
-
-
 LINK_REFUSED = (
     "Your workspace folder is a link to another place, which DS01 does not follow. "
     "Ask an admin to look at it."

@@ -187,14 +187,15 @@ class AdminHandler(HubOAuthenticated, web.RequestHandler):
         now = datetime.now(timezone.utc)
         culler = await asyncio.to_thread(read_for_page, self.ctx.culler_state)
         limits_of = await asyncio.to_thread(self.limits_of)
+        queue = await asyncio.to_thread(self.queue)  # one read: the count and rows agree
         return {
             "checked_at": now.isoformat(timespec="seconds"),
             "summary": gpu_summary(gpus),
             "gpus": gpus,
             "inventory_error": self.ctx.inventory_error or None,
             "users": user_rows(users, containers, limits_of, culler, now),
-            "queue": self.queue(),
-            "queue_rows": queue_rows(self.queue()["waiting"], now),
+            "queue": queue,
+            "queue_rows": queue_rows(queue["waiting"], now),
             "limits_file": self.ctx.limits_file or None,
         }
 

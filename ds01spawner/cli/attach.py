@@ -55,6 +55,7 @@ async def attach(client: HubClient, server: str, commands: str | None, timeout: 
 _CONTROL = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\x1b[()][0-9A-Za-z]"
 )
+_MAX_CARRY = 256  # longer than any real control sequence
 _CUT = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|\x1b?|[()])?\Z")
 
 
@@ -65,9 +66,11 @@ def plain_text(chunk: str, carry: str = "") -> tuple[str, str]:
     text = carry + chunk
     cut = _CUT.search(text)
     carry = ""
-    if cut and cut.start() < len(text):
+    # A sequence cut at the chunk's end waits for the next chunk, but only a short one: an
+    # escape that never ends (binary output) must not swallow, and hold, all that follows.
+    if cut and cut.start() < len(text) and len(text) - cut.start() <= _MAX_CARRY:
         text, carry = text[: cut.start()], text[cut.start() :]
-    text = _CONTROL.sub("", text).replace("\r\n", "\n").replace("\r", "")
+    text = _CONTROL.sub("", text).replace("\x1b", "").replace("\r\n", "\n").replace("\r", "")
     return text, carry
 
 

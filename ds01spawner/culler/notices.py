@@ -67,7 +67,8 @@ def append_notice(folder: str, uid: int, gid: int, line: str) -> None:
     """Append ``line`` to ``<folder>/.ds01/notices.log``, created owned by ``uid:gid``."""
     fd = open_folder(folder)
     try:
-        # the descriptor's own path: the folder already opened, whatever the path means now
+        # /proc/self/fd/N is a link root made: open_dir follows it by its text, i.e. the
+        # folder's path now, walked again from / without following any user's link
         write_project_file(f"/proc/self/fd/{fd}", NOTICES, line, uid, gid, append=True)
     finally:
         os.close(fd)

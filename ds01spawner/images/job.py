@@ -25,6 +25,7 @@ from .output import KeptLog
 STEP_RE = re.compile(r"Step (\d+)/(\d+) : (.*)")
 _NOISE = (" ---> ", "Removing intermediate container", "Successfully ")
 MAX_PENDING = 1000  # output lines waiting for the event loop; more are counted, not queued
+MAX_LATE_STEPS = 50  # step lines queued past MAX_PENDING (the page must not miss a new step)
 
 log = logging.getLogger("ds01spawner.images")
 
@@ -81,7 +82,6 @@ class BuildJob:
         self.log = KeptLog()
         self.step: tuple[int, int, str] | None = None
         self.step_output: deque[str] = deque(maxlen=40)  # last lines of the current step
-        self.submitted = time.monotonic()
         self.started: float | None = None  # the build's first step (its thread started)
         self.finished_at: float | None = None
         self.state = "queued"  # "waiting" (owner's other build), "queued", "running", "done"
@@ -126,7 +126,12 @@ class BuildJob:
             room = max(0, MAX_PENDING - len(self._pending))
             self._pending.extend(enumerate(lines[:room], start=first))
             if len(lines) > room:
-                late = [(first + i, lines[i]) for i in steps if i >= room]
+                # past the cap, only the newest real step line of the chunk, and a bounded few
+                # of those: a RUN step can print "Step 1/1 : x" as often as it likes
+                late = [(first + i, lines[i]) for i in steps[-1:] if i >= room]
+                late = [(seq, line) for seq, line in late if STEP_RE.fullmatch(line)]
+                if len(self._pending) >= MAX_PENDING + MAX_LATE_STEPS:
+                    late = []
                 self._pending.extend(late)
                 self._skipped += len(lines) - room - len(late)
             if not self._scheduled:

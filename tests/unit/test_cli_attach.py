@@ -19,3 +19,16 @@ def test_a_sequence_cut_between_chunks_is_still_removed(cut):
     first, carry = plain_text(BASH[:cut])
     second, carry = plain_text(BASH[cut:], carry)
     assert first + second == "alice@box:~$ whoami\nalice\n" and carry == ""
+
+
+def test_an_escape_that_never_ends_does_not_swallow_the_output():
+    """Found in review: one unfinished ESC ] (binary output) made every later chunk wait in the
+    carry, re-searched each time, and thrown away at the end."""
+    text, carry = plain_text("hello \x1b]0;")
+    assert (text, carry) == ("hello ", "\x1b]0;")  # control: a short cut sequence waits
+    shown = [text]
+    for _ in range(100):
+        text, carry = plain_text("x" * 3000, carry)
+        shown.append(text)
+        assert len(carry) <= 256
+    assert "".join(shown).count("x") >= 100 * 3000 - 256

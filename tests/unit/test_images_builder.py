@@ -674,3 +674,23 @@ def test_a_flood_in_one_chunk_keeps_steps_and_says_what_it_did_not_show():
     assert len(shown) < job_module.MAX_PENDING + 20
     assert job.step_line() == "Step 2/2 : RUN x" and job.last_output() == ["after"]
     assert job.log.count == n + 4  # every line: 2 steps, "after", "Successfully built ..."
+
+
+def test_fake_step_lines_cannot_grow_the_queue_past_its_cap():
+    """Found in review: every late line starting with "Step " was queued; a RUN that prints
+    "Step 1/1 : x" without end grew the queue (and the progress page) without bound."""
+    from ds01spawner.images import job as job_module
+
+    loop = asyncio.new_event_loop()
+    try:
+        job = job_module.BuildJob(spec(), loop)  # the loop never runs: nothing is delivered
+        for _ in range(50):
+            job.record_many(["Step 1/1 : x"] * 1000)
+        assert len(job._pending) <= job_module.MAX_PENDING + job_module.MAX_LATE_STEPS
+        assert job._skipped >= 50 * 1000 - len(job._pending)
+        # control: a real new step arriving past the cap is still queued for the page
+        fresh = job_module.BuildJob(spec(), loop)
+        fresh.record_many(["out"] * job_module.MAX_PENDING + ["noise", "Step 2/2 : RUN y"])
+        assert fresh._pending[-1][1] == "Step 2/2 : RUN y"
+    finally:
+        loop.close()
