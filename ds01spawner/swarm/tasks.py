@@ -7,7 +7,8 @@ the only source of truth, so a hub restart rebuilds the same table.
 
 Device states, in DS01's words (docs/scale-out.md):
 
-- a device is **held** by a server whose task is starting or running on a node that is up;
+- a device is **held** by a server whose task is starting, running or stopping (Swarm shuts it
+  down: its desired state is no longer running) on a node that is up;
 - a server on a node that is down (or gone from the swarm) is **gone**, and holds nothing: its
   node cannot run anything until it comes back, when Swarm shuts the task down;
 - a **pending** server holds no named device yet, but reserves ``count`` devices of its kind on the
@@ -64,7 +65,7 @@ class ServerTask:
     service_id: str
     service_name: str
     labels: Mapping[str, str]  # the service's labels (ds01.user, ds01.project, ...)
-    state: str  # "pending", "starting", "running", "exited", "gone"
+    state: str  # "pending", "starting", "running", "stopping", "exited", "gone"
     reason: str  # why (pending: "no suitable node (insufficient resources on 1 node)"), or ""
     exit_code: int | None
     node_id: str  # "" while pending
@@ -86,7 +87,7 @@ class ServerTask:
 
     @property
     def holds_devices(self) -> bool:
-        return self.state in ("starting", "running")
+        return self.state in ("starting", "running", "stopping")
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,9 @@ def _task_state(task: Mapping, node: NodeInfo | None) -> tuple[str, str, int | N
     if task.get("NodeID") and (node is None or not node.ready):
         where = f"node {node.name} is {node.state}" if node else "its node left the swarm"
         return "gone", where, None
+    desired = str(task.get("DesiredState") or "running")
+    if desired not in ("running", "ready", "accepted") and (raw in _STARTING or raw == "running"):
+        return "stopping", f"Swarm is shutting the task down (desired state {desired})", None
     if raw in _PENDING:
         return "pending", reason or str(status.get("Message") or ""), None
     if raw in _STARTING:

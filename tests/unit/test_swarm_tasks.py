@@ -224,3 +224,12 @@ def test_orphaned_and_newest_task_and_foreign_services():
     assert server_tasks(svcs, tasks, nodes, accept=lambda s: s["ID"] == "s1")[0].user == "a"
     nothing = server_tasks([service("sn", "ds01-n", "n")], [], nodes)
     assert (nothing[0].state, nothing[0].reason) == ("pending", "no task yet")
+
+
+def test_a_task_swarm_shuts_down_is_stopping_and_still_holds_its_device():
+    svcs, tasks, nodes = storm()
+    shutting = dict(tasks[2], DesiredState="shutdown")  # node 2 came back after being lost
+    servers = server_tasks(svcs, [tasks[0], tasks[1], shutting, tasks[3], tasks[4]], nodes)
+    c = next(s for s in servers if s.user == "c")
+    assert c.state == "stopping" and c.holds_devices
+    assert (N2, G[2]) in allocation_table(servers, nodes)
