@@ -2,8 +2,9 @@
 
 Inputs are what docker-py's ``APIClient.nodes()``, ``services()`` and ``tasks()`` return (lists of
 dicts in the Engine API's shape); nothing here calls Docker. The allocation table is read back from
-each task's ``AssignedGenericResources``: Swarm's scheduler picked the devices, and the tasks are
-the only source of truth, so a hub restart rebuilds the same table.
+each task's assigned generic resources (``GenericResources`` in what dockerd 20.10 returns,
+``AssignedGenericResources`` in the API reference; both are read): Swarm's scheduler picked the
+devices, and the tasks are the only source of truth, so a hub restart rebuilds the same table.
 
 Device states, in DS01's words (docs/scale-out.md):
 
@@ -250,7 +251,10 @@ def server_tasks(
             # pinned to a node that is down or gone: it can never start
             where = by_node[pinned].name if pinned in by_node else pinned
             state, reason = "gone", f"node {where} is down or left the swarm"
-        named, _ = generic_resources(task.get("AssignedGenericResources"))
+        # the engine returns "GenericResources" (Go's swarm.Task field); the API reference
+        # names it "AssignedGenericResources": read either
+        assigned = task.get("GenericResources") or task.get("AssignedGenericResources")
+        named, _ = generic_resources(assigned)
         container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
         out.append(
             ServerTask(
@@ -307,14 +311,17 @@ def free_devices(
 def free_counts(
     nodes: Iterable[Mapping[str, Any]], servers: Iterable[ServerTask]
 ) -> dict[tuple[str, str], int]:
-    """``(node id, kind) -> devices DS01 may still ask for`` on each schedulable node.
+    """``(node id, kind) -> devices DS01 may still ask for`` on each schedulable node (0 for a
+    kind the node advertises but has none free of).
 
     Free devices, less what pending servers pinned to that node reserve: Swarm will give them
     devices there first, so offering those again would leave a launch pending. DS01 calls this
     under its allocation lock and picks a node with ``count`` free of the kind.
     """
-    servers = list(servers)
-    counts: dict[tuple[str, str], int] = {}
+    nodes, servers = list(nodes), list(servers)
+    counts: dict[tuple[str, str], int] = {
+        (n.id, kind): 0 for n in parse_nodes(nodes).values() if n.schedulable for kind, _ in n.named
+    }
     for d in free_devices(nodes, servers):
         counts[(d.node_id, d.kind)] = counts.get((d.node_id, d.kind), 0) + 1
     for s in servers:

@@ -1,5 +1,8 @@
 """The swarm's nodes, services and tasks as DS01 records (dicts in the Engine API 1.41 shapes)."""
 
+import json
+from pathlib import Path
+
 from ds01spawner.swarm.tasks import (
     ClusterDevice,
     allocation_table,
@@ -89,7 +92,7 @@ def task(tid, svc, state, node_id="", devices=(), err="", exit_code=0, index=30,
         "Slot": 1,
         "Status": status,
         "DesiredState": "running",
-        "AssignedGenericResources": [named("NVIDIA-GPU", d) for d in devices],
+        "GenericResources": [named("NVIDIA-GPU", d) for d in devices],  # as dockerd returns it
     }
     if node_id:
         out["NodeID"] = node_id
@@ -177,12 +180,12 @@ def test_a_storm_never_double_allocates_and_pending_reserves():
     assert sorted(table) == sorted([(N1, G[0]), (N1, G[1]), (N2, G[2]), (N2, G[3])])
     assert len({s.service_id for s in table.values()}) == 4
     assert free_devices(nodes, servers) == []
-    assert free_counts(nodes, servers) == {}
+    assert free_counts(nodes, servers) == {(N1, "NVIDIA-GPU"): 0, (N2, "NVIDIA-GPU"): 0}
     # a retire on node 1 frees its device; node 2's pending launch does not take it
     done = [task("t1", svcs[0], "complete", N1, [G[0]], exit_code=0, container="c1" * 32)]
     servers = server_tasks(svcs, done + tasks[1:], nodes)
     assert [d.uuid for d in free_devices(nodes, servers)] == [G[0]]
-    assert free_counts(nodes, servers) == {(N1, "NVIDIA-GPU"): 1}
+    assert free_counts(nodes, servers) == {(N1, "NVIDIA-GPU"): 1, (N2, "NVIDIA-GPU"): 0}
     exited = next(s for s in servers if s.user == "a")
     assert (exited.state, exited.exit_code) == ("exited", 0)
 
@@ -193,7 +196,7 @@ def test_pending_reservation_is_subtracted_from_its_node():
     done = task("t3", svcs[2], "shutdown", N2, [G[2]], exit_code=143, container="c3" * 32)
     servers = server_tasks(svcs, [tasks[0], tasks[1], done, tasks[3], tasks[4]], nodes)
     assert [d.uuid for d in free_devices(nodes, servers)] == [G[2]]
-    assert free_counts(nodes, servers) == {(N2, "NVIDIA-GPU"): 0}
+    assert free_counts(nodes, servers) == {(N1, "NVIDIA-GPU"): 0, (N2, "NVIDIA-GPU"): 0}
 
 
 def test_a_lost_node_marks_its_servers_gone_and_frees_nothing_there():
@@ -204,7 +207,8 @@ def test_a_lost_node_marks_its_servers_gone_and_frees_nothing_there():
     assert servers["a"].state == "running"
     table = allocation_table(servers.values(), nodes)
     assert sorted(table) == [(N1, G[0]), (N1, G[1])]
-    assert free_counts(nodes, servers.values()) == {}  # node 2's devices are not offered
+    # node 2's devices are not offered at all
+    assert free_counts(nodes, servers.values()) == {(N1, "NVIDIA-GPU"): 0}
     # the node left the swarm altogether
     servers = server_tasks(svcs, tasks, nodes[:1])
     assert {s.user: s.state for s in servers}["d"] == "gone"
@@ -233,3 +237,44 @@ def test_a_task_swarm_shuts_down_is_stopping_and_still_holds_its_device():
     c = next(s for s in servers if s.user == "c")
     assert c.state == "stopping" and c.holds_devices
     assert (N2, G[2]) in allocation_table(servers, nodes)
+
+
+def test_the_api_reference_name_of_assigned_resources_is_read_too():
+    svcs, tasks, nodes = storm()
+    t = dict(tasks[0])
+    t["AssignedGenericResources"] = t.pop("GenericResources")
+    servers = server_tasks(svcs, [t], nodes)
+    assert next(s for s in servers if s.user == "a").devices == (("NVIDIA-GPU", G[0]),)
+
+
+def test_a_real_capture_from_dockerd_20_10():
+    """Shapes as a real engine returns them (tests/unit/swarm_capture.json, see its _about)."""
+    data = json.loads((Path(__file__).parent / "swarm_capture.json").read_text())
+    nodes, services, tasks = data["nodes"], data["services"], data["tasks"]
+    (node_id,) = [n["ID"] for n in nodes]
+    servers = {s.user: s for s in server_tasks(services, tasks, nodes)}
+    assert {u: s.state for u, s in servers.items()} == {
+        "alice": "running",
+        "bob": "running",
+        "carol": "pending",
+        "dave": "running",
+    }
+    assert "insufficient resources" in servers["carol"].reason
+    assert servers["carol"].reserved == {"NVIDIA-GPU": 1}
+    assert servers["alice"].addr == "127.0.0.1" and len(servers["alice"].container_id) == 64
+    table = allocation_table(servers.values(), nodes)
+    assert sorted((k, v.user) for k, v in table.items()) == [
+        ((node_id, "GPU-p0001"), "alice"),
+        ((node_id, "GPU-p0002"), "bob"),
+    ]
+    assert cluster_kinds(nodes) == ["NVIDIA-GPU", "NVIDIA-MIG-1G-5GB"]
+    # the GPU is taken and carol waits for one: only the MIG slice is offered
+    assert free_counts(nodes, servers.values()) == {
+        (node_id, "NVIDIA-GPU"): 0,
+        (node_id, "NVIDIA-MIG-1G-5GB"): 1,
+    }
+    # the image's ENV named a device; the service's void and Swarm's assignment win
+    env = data["container_env"]
+    assert "DOCKER_RESOURCE_NVIDIA-GPU=GPU-p0001" in env["ds01p-alice-proj-ff128a5d2e"]
+    assert "DOCKER_RESOURCE_NVIDIA-GPU=void" in env["ds01p-dave-proj-c9fa3e9dd6"]
+    assert not any("evil" in e or e.endswith("=all") for v in env.values() for e in v)
