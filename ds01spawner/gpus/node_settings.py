@@ -39,13 +39,16 @@ NVIDIA_RUNTIME_CONFIG = "/etc/nvidia-container-runtime/config.toml"
 DAEMON_JSON = "/etc/docker/daemon.json"
 
 
+def mig_kind(profile: str) -> str:
+    """``"3g.20gb"`` -> ``"NVIDIA-MIG-3G-20GB"``: the kind of a MIG profile's slices."""
+    return f"{MIG_KIND_PREFIX}-" + re.sub(r"[^A-Z0-9]+", "-", profile.upper()).strip("-")
+
+
 def device_kind(device: Device) -> str:
     """The generic-resource kind a device is advertised as (see the module's docstring)."""
     if device.kind != "mig":
         return GPU_KIND
-    if not device.mig_profile:
-        return MIG_KIND_PREFIX
-    return f"{MIG_KIND_PREFIX}-" + re.sub(r"[^A-Z0-9]+", "-", device.mig_profile.upper()).strip("-")
+    return mig_kind(device.mig_profile) if device.mig_profile else MIG_KIND_PREFIX
 
 
 def node_generic_resources(devices: Iterable[Device]) -> list[str]:
