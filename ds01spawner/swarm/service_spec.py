@@ -74,7 +74,25 @@ HOST_CONFIG_FIELDS: dict[str, str] = {
     "oom_score_adj": "refused: a service cannot set the OOM score (API 1.41)",
 }
 _REFUSED = {k for k, v in HOST_CONFIG_FIELDS.items() if v.startswith("refused")}
-_CREATE_DROPPED = {"volumes", "name"}  # mount points come with binds; the name names the service
+#: Create-container keys that carry over (``volumes`` is implied by the mounts, ``name`` names the
+#: service, ``ports`` only exists off the host network, which is refused).
+CREATE_FIELDS = frozenset(
+    {
+        "name",
+        "image",
+        "command",
+        "environment",
+        "user",
+        "working_dir",
+        "labels",
+        "volumes",
+        "stop_signal",
+        "stop_timeout",
+        "hostname",
+        "healthcheck",
+        "ports",
+    }
+)
 
 
 class SwarmSpecError(ValueError):
@@ -181,6 +199,11 @@ def _refuse_unknown(create_kwargs: Mapping, host_config: Mapping) -> None:
         raise SwarmSpecError(
             "A Swarm service cannot set a domain name: remove 'domainname' from "
             "DockerSpawner.extra_create_kwargs."
+        )
+    unknown_create = sorted(set(create_kwargs) - CREATE_FIELDS)
+    if unknown_create:
+        raise SwarmSpecError(
+            f"DS01 does not know how to run {', '.join(unknown_create)} on a swarm."
         )
     if host_config.get("network_mode", HOST_NETWORK) != HOST_NETWORK:
         raise SwarmSpecError(

@@ -238,9 +238,20 @@ def test_other_refusals():
         service_spec(create, host, node_id="node.id==x")
     with pytest.raises(SwarmSpecError, match="GPU request"):
         service_spec(create, host, node_id=NODE, gpu_kind="GPU=1", gpu_count=1)
+    with pytest.raises(SwarmSpecError, match="mac_address"):
+        service_spec({**create, "mac_address": "x"}, host, node_id=NODE)
     create, host = server(extra_create_kwargs={"domainname": "lab.example"})
     with pytest.raises(SwarmSpecError, match="domain name"):
         service_spec(create, host, node_id=NODE)
+
+
+def test_tmpfs_as_a_list_of_path_and_options():
+    create, host = server(shm_size=None, extra_host_config={"tmpfs": ["/a:size=1k", "/b"]})
+    mounts = service_spec(create, host, node_id=NODE)["task_template"]["ContainerSpec"]["Mounts"]
+    assert mounts[1:] == [
+        {"Type": "tmpfs", "Target": "/a", "ReadOnly": False, "TmpfsOptions": {"SizeBytes": 1024}},
+        {"Type": "tmpfs", "Target": "/b", "ReadOnly": False},
+    ]
 
 
 def test_service_names_are_valid_and_keep_servers_apart():
