@@ -3,6 +3,7 @@
     python -m ds01spawner.gpus                         # this host, through NVML
     python -m ds01spawner.gpus --simulated gpus.json   # a simulated inventory instead
     python -m ds01spawner.gpus --json                  # the same, as one JSON object
+    python -m ds01spawner.gpus node-settings [--json]  # a swarm node's engine settings (GPUs)
 
 Run it on a GPU server before pointing the hub at it, and compare with ``nvidia-smi -L``: every
 full GPU and every MIG device there should be a row of the inventory table, with the same UUID.
@@ -269,6 +270,11 @@ def _probe_logger() -> tuple[logging.Logger, logging.Handler]:
 
 def main(argv: Sequence[str] | None = None, nvml: Any = None) -> int:
     """Run the probe; return the exit status. ``nvml`` replaces pynvml (tests)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["node-settings"]:
+        from .node_settings import main as node_settings_main
+
+        return node_settings_main(argv[1:], nvml=nvml)
     parser = argparse.ArgumentParser(
         prog="python -m ds01spawner.gpus",
         description="Show what NVML reports about this host's GPUs and what the DS01 GPU "
