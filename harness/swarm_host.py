@@ -83,7 +83,9 @@ def pick_subnets(
         nets = [ipaddress.ip_network(w) for w in wanted]
         busy = [str(n) for n in nets if not free(n)]
         if len(nets) != 3 or busy:
-            raise RuntimeError(f"swarm subnets {wanted}: need 3 networks not in use on the host; in use: {busy}")
+            raise RuntimeError(
+                f"swarm subnets {wanted}: need 3 networks not in use on the host; in use: {busy}"
+            )
         return nets
     subs = list(ipaddress.ip_network(pool).subnets(new_prefix=24))
     for i in range(0, len(subs) - 2, 3):
@@ -147,17 +149,21 @@ def pids_matching(needle: str) -> list[int]:
     return out
 
 
-def stop_pid(pid: int, needle: str, timeout: float = 20) -> None:
-    """SIGTERM ``pid`` if its command line contains ``needle``; SIGKILL after ``timeout``."""
-    if needle not in proc_cmdline(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
+def stop_pids(pids: list[int], needle: str, timeout: float = 20) -> None:
+    """SIGTERM each pid whose command line contains ``needle`` (checked: a pidfile may be stale);
+    wait for all of them together; SIGKILL what is left after ``timeout``."""
+    pids = [p for p in pids if needle in proc_cmdline(p)]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if needle not in proc_cmdline(pid) or _zombie(pid):
-            return
+
+    def alive() -> list[int]:
+        return [p for p in pids if needle in proc_cmdline(p) and not _zombie(p)]
+
+    while alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+    for pid in alive():
+        os.kill(pid, signal.SIGKILL)
 
 
 def _zombie(pid: int) -> bool:
@@ -204,7 +210,8 @@ def leftovers(run_id: str = FAMILY) -> list[str]:
     for root in (RUN_ROOT, STATE_ROOT):
         found += [f"dir {p}" for p in sorted(root.glob(f"{run_id}*"))]
     found += [f"mount {m}" for m in mounts_under(RUN_ROOT, STATE_ROOT) if f"/{run_id}" in m]
-    found += [f"process {p}: {proc_cmdline(p)[:120]}" for p in pids_matching(f"{RUN_ROOT}/{run_id}")]
+    procs = pids_matching(f"{RUN_ROOT}/{run_id}")
+    found += [f"process {p}: {proc_cmdline(p)[:120]}" for p in procs]
     found += [f"cgroup {c}" for c in glob.glob(f"/sys/fs/cgroup/*/{run_id}*")]
     return found
 
@@ -225,11 +232,9 @@ def teardown_run(run_id: str, keep_data: bool = False) -> None:
     mounts, veths, netns, directories, cgroups. Idempotent; the engines are not asked anything
     (``TwoNodeSwarm.down`` leaves the swarm first while they still answer)."""
     run_dir = RUN_ROOT / run_id
-    for pid in (_pidfile(run_dir / f"{n}.pid") for n in ("n2", "n1")):
-        if pid:
-            stop_pid(pid, f"--exec-root {run_dir}/")
-    for pid in pids_matching(f"{run_dir}/"):  # containerd, shims
-        stop_pid(pid, f"{run_dir}/", timeout=5)
+    pids = [_pidfile(run_dir / f"{n}.pid") for n in ("n1", "n2")]
+    stop_pids([p for p in pids if p], f"--exec-root {run_dir}/")
+    stop_pids(pids_matching(f"{run_dir}/"), f"{run_dir}/", timeout=5)  # containerd, shims
     unmount_all(run_dir, STATE_ROOT / run_id)
     for n in ("1", "2"):
         sh("ip", "link", "del", f"{run_id}h{n}", check=False)
