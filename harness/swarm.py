@@ -50,11 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+import requests
 
 from . import swarm_host as hostops
 from .hub import wait_for
 
-__all__ = ["TwoNodeSwarm", "SwarmNode", "wait_for"]
+__all__ = ["TwoNodeSwarm", "SwarmNode", "assigned_resources", "cleanup_leftovers", "wait_for"]
 
 
 @dataclass
@@ -267,34 +268,40 @@ class TwoNodeSwarm:
 
     # ------------------------------------------------------------ images
     def load_image(self, image: str, nodes: tuple[str, ...] = ("n1", "n2"),
-                   parallel: bool = True) -> dict[str, float]:
-        """Make ``image`` (from the default engine) present on ``nodes``: ``docker save | docker
-        load`` per node, all at once if ``parallel``. Skips a node that has the same image id.
-        Returns seconds per node (0.0 where it was already there)."""
+                   mode: str = "tee") -> dict[str, float]:
+        """Make ``image`` (from the default engine) present on ``nodes`` (skipping a node that has
+        the same image id); returns seconds per node (0.0 where it was already there).
+
+        ``mode``: "tee" (default, fastest here: one ``docker save`` streamed to every node's
+        ``docker load`` at once), "parallel" (a ``save | load`` per node, at once) or "serial".
+        """
         want = _cli(["image", "inspect", "-f", "{{.Id}}", image]).strip()
+        todo = [n for n in nodes if self._image_id(n, image) != want]
+        t = time.monotonic()
+        if mode == "serial":
+            times = {}
+            for n in todo:
+                _save_load(image, [self.nodes[n].engine])
+                times[n] = time.monotonic() - t
+                t = time.monotonic()
+        elif mode == "parallel":
+            with concurrent.futures.ThreadPoolExecutor(max(1, len(todo))) as pool:
+                done = pool.map(lambda n: _save_load(image, [self.nodes[n].engine]), todo)
+                list(done)
+            times = dict.fromkeys(todo, time.monotonic() - t)
+        else:
+            _save_load(image, [self.nodes[n].engine for n in todo])
+            times = dict.fromkeys(todo, time.monotonic() - t)
+        for n in todo:
+            if self._image_id(n, image) != want:
+                raise RuntimeError(f"{image} on {n} is not the default engine's {want}")
+        return {n: times.get(n, 0.0) for n in nodes}
 
-        def one(name: str) -> float:
-            n = self.nodes[name]
-            try:
-                if n.client.inspect_image(image)["Id"] == want:
-                    return 0.0
-            except docker.errors.ImageNotFound:
-                pass
-            t = time.monotonic()
-            save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-            load = subprocess.run(["docker", "-H", n.engine, "load", "-q"], stdin=save.stdout,
-                                  capture_output=True, text=True)
-            save.stdout.close()
-            if save.wait() != 0 or load.returncode != 0:
-                raise RuntimeError(f"loading {image} onto {name} failed: {load.stderr.strip()}")
-            if n.client.inspect_image(image)["Id"] != want:
-                raise RuntimeError(f"{image} on {name} is not the default engine's {want}")
-            return time.monotonic() - t
-
-        if not parallel:
-            return {name: one(name) for name in nodes}
-        with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
-            return dict(zip(nodes, pool.map(one, nodes), strict=True))
+    def _image_id(self, node: str, image: str) -> str:
+        try:
+            return self.nodes[node].client.inspect_image(image)["Id"]
+        except docker.errors.ImageNotFound:
+            return ""
 
     # ------------------------------------------------------------ teardown
     def down(self) -> None:
@@ -324,17 +331,25 @@ class TwoNodeSwarm:
         try:
             for s in n1.client.services():
                 n1.client.remove_service(s["ID"])
-        except docker.errors.DockerException:
+        except (docker.errors.DockerException, requests.RequestException):  # engine gone
             pass
         for n in self.nodes.values() if self.keep_data else ():
             try:
                 n.client.leave_swarm(force=True)
-            except docker.errors.DockerException:
+            except (docker.errors.DockerException, requests.RequestException):  # engine gone
                 pass
 
     def leftovers(self) -> list[str]:
         """What of this run is still on the host (empty after a complete teardown)."""
         return hostops.leftovers(self.run_id)
+
+
+def assigned_resources(task: dict, kind: str = "NVIDIA-GPU") -> list[str]:
+    """The named generic resources Swarm assigned to a task. API 1.41 (dockerd 20.10) calls the
+    field ``GenericResources``, newer engines ``AssignedGenericResources``: both are read."""
+    found = task.get("AssignedGenericResources") or task.get("GenericResources") or []
+    return [r["NamedResourceSpec"]["Value"] for r in found
+            if r.get("NamedResourceSpec", {}).get("Kind") == kind]
 
 
 def _sigterm_to_exit(signum, frame):
@@ -359,6 +374,26 @@ def cleanup_leftovers() -> list[str]:
     """Remove every earlier run whose owner process is gone (under the host lock)."""
     with _host_lock():
         return hostops.cleanup_leftovers()
+
+
+def _save_load(image: str, engines: list[str]) -> None:
+    """``docker save image`` (default engine) streamed into ``docker load`` on each engine."""
+    if not engines:
+        return
+    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+    loads = [subprocess.Popen(["docker", "-H", e, "load", "-q"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for e in engines]
+    try:
+        while chunk := save.stdout.read(1 << 20):
+            for p in loads:
+                p.stdin.write(chunk)
+    finally:
+        for p in loads:
+            p.stdin.close()
+        save.stdout.close()
+    errors = [p.stderr.read().decode().strip() for p in loads if p.wait() != 0]
+    if save.wait() != 0 or errors:
+        raise RuntimeError(f"docker save {image} | docker load on {engines} failed: {errors}")
 
 
 def _cli(args: list[str]) -> str:

@@ -26,7 +26,7 @@ def two_node_swarm(docker_client):
     removed = cleanup_leftovers()
     if removed:
         print(f"removed leftovers of interrupted swarm runs: {removed}")
-    swarm = TwoNodeSwarm()
+    swarm = TwoNodeSwarm(tmpfs=True)  # image load 16 s vs 28 s on disk, teardown 3 s vs 15 s
     with swarm:
         t = time.monotonic()
         per_node = swarm.load_image(BASE)

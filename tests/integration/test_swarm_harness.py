@@ -13,7 +13,7 @@ import pytest
 import requests
 from docker.types import ContainerSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
 
-from harness.swarm import TwoNodeSwarm, cleanup_leftovers, wait_for
+from harness.swarm import TwoNodeSwarm, assigned_resources, cleanup_leftovers, wait_for
 from harness.swarm_host import RUN_ROOT, leftovers, netns_unavailable
 
 from .swarm_fixtures import BASE
@@ -49,8 +49,7 @@ def remove_all(swarm) -> None:
 def assigned_gpu(swarm, task: dict) -> tuple[str, str, str]:
     """(node, GPU from the task's assigned generic resources, GPU the container's PID 1 sees)."""
     node, container = swarm.task_container(task)
-    assigned = [r["NamedResourceSpec"]["Value"] for r in task.get("AssignedGenericResources", [])
-                if r["NamedResourceSpec"]["Kind"] == "NVIDIA-GPU"]
+    assigned = assigned_resources(task)
     exec_id = node.client.exec_create(container, ["cat", "/proc/1/environ"])["Id"]
     env = dict(v.split("=", 1) for v in node.client.exec_start(exec_id).decode().split("\0") if v)
     assert len(assigned) == 1, task
