@@ -240,7 +240,8 @@ class TwoNodeSwarm:
             "dockerd", "--config-file", str(config), "--data-root", str(n.data_root),
             "--exec-root", f"{n.exec_root}/", "--pidfile", str(n.run_dir / f"{n.name}.pid"),
             "-H", n.engine, "--bridge=none", "--iptables=false", "--ip-masq=false",
-            "--cgroup-parent", f"/{n.netns}", "--log-level", "warn",
+            "--cgroup-parent", f"/{n.netns}",
+            "--log-level", os.environ.get("DSW_LOG_LEVEL", "warn"),  # info: see why it stalls
         ]
         for g in n.gpus:
             args += ["--node-generic-resource", f"NVIDIA-GPU={g}"]
@@ -254,6 +255,9 @@ class TwoNodeSwarm:
     def _form_swarm(self) -> None:
         n1, n2 = self.nodes["n1"], self.nodes["n2"]
         n1.client.init_swarm(advertise_addr=n1.swarm_addr, listen_addr=f"{n1.swarm_addr}:2377")
+        # no routing mesh (host networking only; no IPVS here): without `ingress` no node sets up
+        # an ingress sandbox, and a dockerd stops in ~1 s instead of waiting 5 s for its removal
+        wait_for(lambda: _removed(n1.client, "ingress"), 15, "ingress network removed")
         token = n1.client.inspect_swarm()["JoinTokens"]["Worker"]
         n2.client.join_swarm([f"{n1.swarm_addr}:2377"], token, listen_addr=f"{n2.swarm_addr}:2377",
                              advertise_addr=n2.swarm_addr)
@@ -394,6 +398,14 @@ def _save_load(image: str, engines: list[str]) -> None:
     errors = [p.stderr.read().decode().strip() for p in loads if p.wait() != 0]
     if save.wait() != 0 or errors:
         raise RuntimeError(f"docker save {image} | docker load on {engines} failed: {errors}")
+
+
+def _removed(client: docker.APIClient, network: str) -> bool:
+    try:
+        client.remove_network(network)
+    except docker.errors.NotFound:
+        pass
+    return not client.networks(names=[network])
 
 
 def _cli(args: list[str]) -> str:

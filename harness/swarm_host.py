@@ -191,8 +191,29 @@ def unmount_all(*roots: Path) -> None:
 
 
 def remove_cgroups(name: str) -> None:
-    """rmdir the (empty) ``--cgroup-parent`` cgroups named ``name``, deepest first."""
-    for top in glob.glob(f"/sys/fs/cgroup/*/{name}") + glob.glob(f"/sys/fs/cgroup/{name}"):
+    """Kill what still runs in the ``--cgroup-parent`` cgroups named ``name`` (containers of a
+    dockerd that was SIGKILLed outlive it), then rmdir them, deepest first."""
+    tops = glob.glob(f"/sys/fs/cgroup/*/{name}") + glob.glob(f"/sys/fs/cgroup/{name}")
+
+    def procs() -> set[int]:
+        found = set()
+        for top in tops:
+            for f in glob.glob(f"{top}/**/cgroup.procs", recursive=True):
+                try:
+                    found |= {int(x) for x in Path(f).read_text().split()}
+                except OSError:
+                    pass
+        return found
+
+    deadline = time.monotonic() + 10
+    while (left := procs()) and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    for top in tops:
         for d, _, _ in sorted(os.walk(top), key=lambda t: len(t[0]), reverse=True):
             try:
                 os.rmdir(d)
@@ -232,8 +253,10 @@ def teardown_run(run_id: str, keep_data: bool = False) -> None:
     mounts, veths, netns, directories, cgroups. Idempotent; the engines are not asked anything
     (``TwoNodeSwarm.down`` leaves the swarm first while they still answer)."""
     run_dir = RUN_ROOT / run_id
-    pids = [_pidfile(run_dir / f"{n}.pid") for n in ("n1", "n2")]
-    stop_pids([p for p in pids if p], f"--exec-root {run_dir}/")
+    # worker first: measured 3.2 + 1.3 s; the manager first (or both at once) takes 7.3-7.8 s
+    for n in ("n2", "n1"):
+        pid = _pidfile(run_dir / f"{n}.pid")
+        stop_pids([pid] if pid else [], f"--exec-root {run_dir}/")
     stop_pids(pids_matching(f"{run_dir}/"), f"{run_dir}/", timeout=5)  # containerd, shims
     unmount_all(run_dir, STATE_ROOT / run_id)
     for n in ("1", "2"):

@@ -14,7 +14,7 @@ import requests
 from docker.types import ContainerSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
 
 from harness.swarm import TwoNodeSwarm, assigned_resources, cleanup_leftovers, wait_for
-from harness.swarm_host import RUN_ROOT, leftovers, netns_unavailable
+from harness.swarm_host import RUN_ROOT, leftovers, netns_unavailable, sh
 
 from .swarm_fixtures import BASE
 
@@ -131,6 +131,9 @@ def test_teardown_and_leftover_cleanup_leave_nothing():
         present = s.leftovers()  # while up: its namespaces and engines (so the check can fail)
         assert any("netns" in x for x in present) and any("process" in x for x in present)
         for name, n in s.nodes.items():
+            # traffic only to loopback and the veth addresses: no default route in a node
+            routes = sh("ip", "-n", n.netns, "-4", "route").stdout
+            assert "default" not in routes and n.addr in routes, routes
             res = s.manager.inspect_node(n.node_id)["Description"]["Resources"]["GenericResources"]
             assert sorted(r["NamedResourceSpec"]["Value"] for r in res) == mig[name]
     assert s.leftovers() == [], s.leftovers()
