@@ -30,9 +30,23 @@ Node labels (how the spawner finds a node's address and engine API):
 - ``ds01.addr``   = the address the host (the hub) reaches that node's host-network servers at
 - ``ds01.engine`` = that node's engine API, ``unix:///run/dsw/<id>/nK.sock``
 
-Measured on the CI machine (2 cores, dockerd 20.10.24, cgroup v1, ds01/base:latest 481 MB), see
-docs/testing.md for the commands: setup (netns + 2 dockerds + init + join + labels) SETUP_S; base
-image onto both nodes: LOAD_S; service create -> task Running START_S; teardown DOWN_S.
+Swarm facts this relies on (dockerd 20.10.24 here): the task's assigned devices are in the task's
+``GenericResources`` (``AssignedGenericResources`` on newer engines: ``assigned_resources`` reads
+both); the container sees ``DOCKER_RESOURCE_NVIDIA-GPU=<uuid>``; the ``ingress`` network is
+removed after ``swarm init`` (no routing mesh, host networking only).
+
+Measured on the 2-core CI machine shared with other test runs (load average ~8; dockerd 20.10.24,
+cgroup v1, ds01/base:latest 481 MB); commands in docs/testing.md:
+
+- setup (2 netns, 3 veths, 2 dockerds, init, join, labels): 0.5-1.2 s;
+- base image onto both nodes, tmpfs data-roots: one ``docker save`` teed to both loads 16-17 s,
+  a save|load per node at once 16-21 s, one node after the other 23-26 s (on disk: 28 / 23-35 /
+  26-44 s), hence tmpfs + tee, once per test session (``tests/integration/swarm_fixtures.py``);
+- service create -> task Running (image present): 0.33-0.45 s; a pending GPU task starts
+  3.7 s after the service holding its device is removed (20.10 waits 2 s before it stops a
+  host-network task);
+- teardown: 3-4 s (worker stopped first: ~3 s; manager ~1 s); 15-18 s with data-roots on disk
+  (deleting the unpacked image); ~9.7 s while ``ingress`` existed (each dockerd waited 5 s for it).
 """
 
 from __future__ import annotations

@@ -40,10 +40,9 @@ def create(swarm, name: str, command: list[str], gpu: bool = False, node: str | 
 
 
 def remove_all(swarm) -> None:
+    """Remove this module's services (their tasks stop in the background: nothing waits on that)."""
     for s in swarm.manager.services(filters={"label": "ds01.test=1"}):
         swarm.manager.remove_service(s["ID"])
-    for n in swarm.nodes.values():
-        wait_for(lambda n=n: not n.client.containers(all=True), 30, f"no containers on {n.name}")
 
 
 def assigned_gpu(swarm, task: dict) -> tuple[str, str, str]:
