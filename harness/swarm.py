@@ -323,20 +323,21 @@ class TwoNodeSwarm:
 
     # ------------------------------------------------------------ teardown
     def down(self) -> None:
-        """Remove services, leave the swarm, stop the engines, remove everything of this run.
-        Ctrl-C is ignored meanwhile (a half teardown is what leaves leftovers)."""
+        """Remove the services, stop the engines, remove everything of this run (idempotent).
+        Ctrl-C and SIGTERM are ignored meanwhile (a half teardown is what leaves leftovers)."""
         t0 = time.monotonic()
         main = threading.current_thread() is threading.main_thread()
-        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        if main:
+            old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             self._leave()
             hostops.teardown_run(self.run_id, keep_data=self.keep_data)
         finally:
             if main:
                 signal.signal(signal.SIGINT, old_int)
-                if self._old_sigterm is not None:
-                    signal.signal(signal.SIGTERM, self._old_sigterm)
-                    self._old_sigterm = None
+                signal.signal(signal.SIGTERM, self._old_sigterm or old_term)
+                self._old_sigterm = None
         self.timings["down_s"] = time.monotonic() - t0
 
     def _leave(self) -> None:

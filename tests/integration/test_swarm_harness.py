@@ -139,8 +139,8 @@ def test_teardown_and_leftover_cleanup_leave_nothing():
 
     # a run whose owner died (kill -9 of the test process): the next run's cleanup removes it
     killed = TwoNodeSwarm()
-    killed.up()
     try:
+        killed.up()
         (RUN_ROOT / killed.run_id / "owner").write_text("999999999 0")  # no such process
         assert killed.run_id in cleanup_leftovers()
         assert leftovers(killed.run_id) == []
