@@ -80,7 +80,7 @@ def pick_subnets(
         return not any(n.overlaps(u) for u in used)
 
     if wanted:
-        nets = [ipaddress.ip_network(w) for w in wanted]
+        nets = [ipaddress.ip_network(w, strict=False) for w in wanted]
         busy = [str(n) for n in nets if not free(n)]
         if len(nets) != 3 or busy:
             raise RuntimeError(

@@ -129,6 +129,12 @@ def test_teardown_and_leftover_cleanup_leave_nothing():
     with TwoNodeSwarm(gpus=mig) as s:
         present = s.leftovers()  # while up: its namespaces and engines (so the check can fail)
         assert any("netns" in x for x in present) and any("process" in x for x in present)
+        # a subnet in use on the host (here: this swarm's host<->n1 link) is refused up front
+        taken = f"{s.node('n1').host_addr}/24"
+        clash = TwoNodeSwarm(subnets=[taken, "10.213.250.0/24", "10.213.251.0/24"])
+        with pytest.raises(RuntimeError, match="in use on the host"), clash:
+            pass
+        assert clash.leftovers() == []
         for name, n in s.nodes.items():
             # traffic only to loopback and the veth addresses: no default route in a node
             routes = sh("ip", "-n", n.netns, "-4", "route").stdout
