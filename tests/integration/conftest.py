@@ -19,6 +19,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from .hub import Hub, ds01_containers
+from .swarm_fixtures import two_node_swarm  # noqa: F401 - one swarm per session, for all modules
 
 pytestmark = pytest.mark.integration
 
