@@ -32,7 +32,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
 
-from .docker_engine import Engine
+from .engine.services import ServiceEngine
 from .errors import DOCKER_ERRORS
 from .gpus.table import hub_containers_filter, server_containers
 from .images_api import ImagesAPI
@@ -47,7 +47,9 @@ SERVICE_NAME = "ds01-limits"
 
 
 class LimitsAPI(HubOAuthenticated, web.RequestHandler):
-    def initialize(self, limits_file: str, engine: Engine, prefix: str, unix_groups: bool) -> None:
+    def initialize(
+        self, limits_file: str, engine: ServiceEngine, prefix: str, unix_groups: bool
+    ) -> None:
         self.limits_file, self.engine, self.prefix = limits_file, engine, prefix
         self.unix_groups = unix_groups
 
@@ -243,7 +245,7 @@ class KeepRunningHandler(KeepRunningAPI, LimitsAPI):
     """POST /api/session/<server>/keep-running (session_api.py)."""
 
 
-def make_app(limits_file: str, prefix: str, engine: Engine) -> web.Application:
+def make_app(limits_file: str, prefix: str, engine: ServiceEngine) -> web.Application:
     service_prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")
     args = {
         "limits_file": limits_file,
@@ -288,7 +290,7 @@ def main() -> None:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     limits_file = os.environ.get("DS01_LIMITS_FILE", "")
     prefix = os.environ.get("DS01_CONTAINER_PREFIX", "ds01")
-    app = make_app(limits_file, prefix, Engine(os.environ.get("DS01_DOCKER_HOST") or None))
+    app = make_app(limits_file, prefix, ServiceEngine(os.environ.get("DS01_DOCKER_HOST") or None))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app.listen(url.port, url.hostname)
     run_until_signalled()  # SIGINT (how the hub stops its services) or SIGTERM

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import docker
@@ -29,6 +27,8 @@ from .container_spec import (
     SpecError,
     build_container_spec,
 )
+from .engine.base import PENDING, ContainerEngine, CreateRequest, Placement, ServerState
+from .engine.docker import DockerEngine, client_kwargs
 from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
 from .form import STANDARD_IMAGE, LaunchOptions
 from .gpus.allocator import equivalents
@@ -413,54 +413,33 @@ class DS01Spawner(
 
     # ---- shared state of the hub process ------------------------------------------------------
 
-    _executor = None
-    _stop_executor = None
     _port_pool = PortPool()
     _port_reserved = False
 
-    _client_lock = threading.Lock()
+    @property
+    def engine(self) -> ContainerEngine:
+        """The hub's one container engine (engine/): every container call of a launch, a poll
+        and a retirement goes through it; made once per hub process, under a lock."""
+        return DockerEngine.shared(self._make_client, self.docker_threads)
+
+    def _make_client(self) -> docker.APIClient:
+        return docker.APIClient(**client_kwargs(self.tls_config, self.client_kwargs))
 
     @property
     def client(self) -> docker.APIClient:
-        """DockerSpawner's one Docker client of the hub, made exactly once.
+        """The engine's API client (image work in images/ uses it; DockerSpawner's name)."""
+        return self.engine.client
 
-        DockerSpawner makes it lazily without a lock, which is safe with its one-thread
-        executor but not with DS01's ``docker_threads``: at a fresh hub's first launches several
-        threads each made a client, the ones replaced were finalized (their pooled connections
-        closed) while other threads were using them, and the hub died of a segmentation fault
-        (issue 14, finding 8; docs/security-availability.md#crash-and-restart).
-        """
-        cls = self.__class__
-        if cls._client is None:
-            with DS01Spawner._client_lock:
-                if cls._client is None:
-                    return DockerSpawner.client.fget(self)
-        return cls._client
-
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        cls = DS01Spawner
-        if cls._executor is None:
-            cls._executor = ThreadPoolExecutor(
-                self.docker_threads, thread_name_prefix="ds01-docker"
-            )
-        return cls._executor
+    async def docker(self, method: str, *args, **kwargs):
+        """DockerSpawner's ``docker()``, for what DS01 still inherits from it: the engine's
+        client and threads, never a second client."""
+        return await self.engine.call(method, *args, **kwargs)
 
     # ---- per-server state ---------------------------------------------------------------------
 
     project = Unicode("", help="Project of this server (set at start, kept in the state).")
 
     gpu_uuids = List(Unicode(), help="Devices held by this server (kept in the state).")
-
-    async def docker_stop(self, target: str, grace: int) -> None:
-        """``docker stop`` waits up to the grace period: on its own threads, so that a wave of
-        retirements never holds the threads that spawns and polls need."""
-        cls = DS01Spawner
-        if cls._stop_executor is None:
-            cls._stop_executor = ThreadPoolExecutor(32, thread_name_prefix="ds01-stop")
-        await asyncio.wrap_future(
-            cls._stop_executor.submit(self._docker, "stop", target, timeout=grace)
-        )
 
     def audit(self, event: str, **fields) -> None:
         """One audit record (docs/audit-log.md) and the hub's metrics of it; never raises."""
@@ -500,6 +479,17 @@ class DS01Spawner(
             return None
         self.object_id = obj["Id"]
         return obj
+
+    async def _server_state(self) -> ServerState | None:
+        """Our server as the engine sees it (by name), None when it is gone; like
+        ``get_object``, only "not found" is gone (any other engine error propagates)."""
+        state = await self.engine.state(self.object_name)
+        if state is None:
+            self.log.info("Container %s is gone", self.object_name)
+            self.object_id = ""
+            return None
+        self.object_id = state.id
+        return state
 
     def get_state(self) -> dict:
         state = super().get_state()
@@ -579,8 +569,6 @@ class DS01Spawner(
         async for event in self.progress_log.follow():
             yield event
 
-    #: the launch in progress, for DockerSpawner's create_object callback (None otherwise)
-    _launch: tuple[LaunchPlan, LaunchPhases] | None = None
     _queue_position = ""
 
     @property
@@ -721,22 +709,17 @@ class DS01Spawner(
                 raise
             return await self._create_and_wait(plan, phases)
         finally:
-            self._launch = None
             self.release_launch()
 
     async def _create_and_wait(self, plan: LaunchPlan, phases: LaunchPhases) -> tuple[str, int]:
         project = plan.project
-        # DockerSpawner's start runs self.image (ImageSteps.start) and calls create_object
-        own = plan.image_source in (IMAGE_OFFERED, IMAGE_DOCKERFILE)
-        self.run_image = plan.image if own else ""
-        self._launch = (plan, phases)
         if self.network_name == HOST_NETWORK:
             self._reserve_port()
             self.ip = "127.0.0.1"
         try:
             if self.network_name == HOST_NETWORK:
                 await self._network_setup()  # fails closed, before any container exists
-            ip, port = await super().start()
+            ip, port = await self._create_and_start(plan, phases)
             await self._check_mounted_workspace(plan)
             self.progress_log.emit(70, "Container started; waiting for JupyterLab to listen")
             await wait_until_listening(ip, port, self._check_alive, timeout=self.http_timeout)
@@ -805,11 +788,7 @@ class DS01Spawner(
         have made it.
         """
         try:
-            await self.docker(
-                "remove_container", self.object_id or self.object_name, v=True, force=True
-            )
-        except docker.errors.NotFound:
-            pass
+            await self.engine.remove(self.object_id or self.object_name)
         except DOCKER_ERRORS as e:
             self.log.warning(
                 "Could not remove container %s after a failed start: %s", self.object_name, e
@@ -824,9 +803,7 @@ class DS01Spawner(
     async def pull_image(self, image: str) -> None:
         """Check the image exists locally; DS01 never pulls from a registry at spawn."""
         self.progress_log.emit(20, f"Checking image {image}")
-        try:
-            await self.docker("inspect_image", image)
-        except docker.errors.ImageNotFound as e:
+        if await self.engine.image(image) is None:
             self.log.error(
                 "Image %s is missing for user=%s; build it with scripts/setup.sh",
                 image,
@@ -836,40 +813,53 @@ class DS01Spawner(
                 503,
                 f"The image {image} is not on this server yet, so your server could not start. "
                 f"An admin has been told.",
-            ) from e
+            )
 
     async def remove_object(self) -> None:
         """Remove our container even when it still runs (a stale one found at start)."""
         self.log.info("Removing container %s (%s)", self.object_name, self.object_id[:12])
-        try:
-            await self.docker("remove_container", self.object_id, v=True, force=True)
-        except docker.errors.NotFound:
-            pass
+        await self.engine.remove(self.object_id)
 
-    async def create_object(self) -> dict:
-        """DockerSpawner's create step: devices and container, atomically (spawner_gpus)."""
-        plan, phases = self._launch
+    async def _create_and_start(self, plan: LaunchPlan, phases: LaunchPhases) -> tuple[str, int]:
+        """The image is there; a stale server of the same name goes; devices and server are
+        made atomically (spawner_gpus); the identity files go in; the server starts."""
+        await self.pull_image(plan.image)
+        stale = await self._server_state()
+        if stale is not None:
+            self.log.warning(
+                "Removing container that should have been cleaned up: %s (id: %s)",
+                self.object_name,
+                stale.id[:7],
+            )
+            await self.remove_object()
         create = functools.partial(self._create_container, plan)
-        obj = await self.allocate_and_create(plan, phases, create)
-        await self._install_identity(plan, obj["Id"])
+        self.object_id = await self.allocate_and_create(plan, phases, create)
+        self.log.info(
+            "Created container %s (id: %s) from image %s",
+            self.object_name,
+            self.object_id[:7],
+            plan.image,
+        )
+        if self.engine.installs_identity:
+            await self._install_identity(plan, self.object_id)
         self.progress_log.emit(60, "Starting the container")
-        return obj
+        await self.engine.start(self.object_id)
+        if self.post_start_cmd:
+            await self.post_start_exec()
+        return await self.get_ip_and_port()
 
     async def _install_identity(self, plan: LaunchPlan, container_id: str) -> None:
         """The user's name in the container (passwd.py): whoami, the terminal prompt."""
         ident = plan.identity
         try:
-            await asyncio.wrap_future(
-                self.executor.submit(
-                    install_identity,
-                    self.client,
-                    container_id,
-                    self.user.name,
-                    ident.uid,
-                    ident.gid,
-                    plan.home,
-                    [WORKSPACE_MOUNT] + [b["bind"] for b in self.volume_binds.values()],
-                )
+            await self.engine.install_identity(
+                container_id,
+                install_identity,
+                self.user.name,
+                ident.uid,
+                ident.gid,
+                plan.home,
+                [WORKSPACE_MOUNT] + [b["bind"] for b in self.volume_binds.values()],
             )
         except ValueError as e:  # the image's own files stay; the server still starts
             self.log.warning(
@@ -879,7 +869,7 @@ class DS01Spawner(
                 e,
             )
 
-    async def _create_container(self, plan: LaunchPlan, devices: list[Device]) -> dict:
+    async def _create_container(self, plan: LaunchPlan, devices: list[Device]) -> str:
         self.progress_log.emit(40, "Creating a fresh container")
         ident, limits = plan.identity, plan.limits
         spec = ServerSpec(
@@ -889,7 +879,7 @@ class DS01Spawner(
             command=list(self.cmd)
             + [f"--KernelManager.shutdown_wait_time={self.stop_grace_seconds}"]
             + list(self.get_args()),
-            env=self.get_env(),
+            env={**self.get_env(), "JUPYTER_IMAGE_SPEC": plan.image},
             username=self.user.name,
             project=plan.project,
             server_name=self.name,
@@ -916,12 +906,14 @@ class DS01Spawner(
             gpu_runtime=not (plan.gpu_broker and plan.gpu_broker.simulated),
         )
         create_kwargs, host_config_kwargs = build_container_spec(spec)
-        host_config = await self.docker("create_host_config", **host_config_kwargs)
         # The image step may have taken minutes: the path must still lead, without a link the
         # user could have swapped in, to the folder prepared for this launch.
         if not await asyncio.to_thread(still_there, spec.project_dir, plan.workspace_identity):
             raise self._workspace_swapped("before the container was created")
-        return await self.docker("create_container", host_config=host_config, **create_kwargs)
+        return await self.engine.create(
+            CreateRequest(create_kwargs, host_config_kwargs),
+            Placement(tuple(spec.gpu_uuids), len(devices)),
+        )
 
     def _workspace_swapped(self, when: str):
         self.log.error(
@@ -941,12 +933,10 @@ class DS01Spawner(
         """The engine mounted the very folder prepared for this launch at /workspace: compared
         by device and inode through the container's root (/proc/<pid>/root), so a path swapped
         between the check and the engine's mount is caught. Local engines only."""
-        # docker-py names a local Unix socket http+docker://localhost (an ssh:// engine is
-        # http+docker://ssh): only a local engine's /proc is ours to read
-        if str(getattr(self.client, "base_url", "")) != "http+docker://localhost":
-            return  # a remote engine (TCP, SSH, Swarm)
-        state = (await self.docker("inspect_container", self.object_id))["State"]
-        pid = state.get("Pid")
+        if not self.engine.local:
+            return  # a remote engine (TCP, SSH, Swarm): its /proc is not ours to read
+        state = await self.engine.state(self.object_id)
+        pid = state.pid if state is not None else 0
         if not pid:
             return  # it exited: the readiness wait reports that, with its output
         error: OSError | None = None
@@ -961,8 +951,8 @@ class DS01Spawner(
         # A server that exits at once loses its mounts (its mount namespace goes) while its
         # root can still be read: only a container still running as the same process proves a
         # swap; else the readiness wait reports the exit, with its output.
-        again = (await self.docker("inspect_container", self.object_id))["State"]
-        if not again.get("Running") or again.get("Pid") != pid:
+        again = await self.engine.state(self.object_id)
+        if again is None or not again.running or again.pid != pid:
             return
         if error is not None:
             self.log.error("Cannot check the /workspace mount of %s: %s", self.object_name, error)
@@ -975,23 +965,22 @@ class DS01Spawner(
 
     async def poll(self):
         try:
-            container = await self.get_object()
+            state = await self._server_state()
         except DOCKER_ERRORS as e:
             # Not knowing is not the same as stopped: keep the server, try again next poll.
             self.log.warning(
                 "Cannot reach Docker to poll %s (%s); assuming it still runs", self.object_name, e
             )
             return None
-        if container is None:
+        if state is None:
             self._release_port()
             return 0
-        state = container["State"]
-        if state.get("Running"):
-            return None
+        if state.running or (state.status == PENDING and not self.engine.creates_then_starts):
+            return None  # running, or placed by an engine that starts it itself (Swarm)
         # Dead (killed, crashed, OOM): log why, then remove it now. JupyterHub calls stop() only
         # for servers that poll as running, so nothing else would remove this container.
         await self._log_exit(state)
-        status = f"ExitCode={state.get('ExitCode')}, Error='{state.get('Error', '')}'"
+        status = f"ExitCode={state.exit_code}, Error='{state.error}'"
         try:
             await self.remove_object()
         except DOCKER_ERRORS as e:
@@ -1012,24 +1001,27 @@ class DS01Spawner(
 
     async def _output_tail(self, lines: int = 20) -> str:
         try:
-            tail = await self.docker("logs", self.object_id, tail=lines, timestamps=False)
+            return await self.engine.logs_tail(self.object_id, lines)
         except DOCKER_ERRORS:
             return "(output unavailable)"
-        return tail.decode("utf-8", "replace").strip()
 
     async def _check_alive(self) -> None:
         """Raise ServerExited when our container has stopped (used while it starts)."""
-        state = (await self.docker("inspect_container", self.object_id))["State"]
-        if not state.get("Running"):
-            raise ServerExited(state.get("ExitCode"), await self._output_tail(10))
+        state = await self.engine.state(self.object_id)
+        if state is None:
+            raise ServerExited(None, await self._output_tail(10))
+        if not state.running and not (
+            state.status == PENDING and not self.engine.creates_then_starts
+        ):
+            raise ServerExited(state.exit_code, await self._output_tail(10))
 
-    async def _log_exit(self, state: dict) -> None:
+    async def _log_exit(self, state: ServerState) -> None:
         self.log.warning(
             "Container %s of user=%s project=%s exited with code %s; last output:\n%s",
             self.object_name,
             self.user.name,
             self.project,
-            state.get("ExitCode"),
+            state.exit_code,
             untrusted(await self._output_tail()),
         )
 
@@ -1053,13 +1045,7 @@ class DS01Spawner(
         intent = take_retire(self.audit_log_file, self.user.name, self.name or "")
         reason, actor = intent or ("user", self.user.name)
         try:
-            try:
-                await self.docker_stop(target, grace)
-            except docker.errors.NotFound:
-                pass
-            await self.docker("remove_container", target, v=True, force=True)
-        except docker.errors.NotFound:
-            pass
+            await self.engine.remove(target, grace)
         except DOCKER_ERRORS as e:
             # JupyterHub counts the server as stopped whatever happens here; the container
             # (and its GPUs) must not outlive that. Retried at every allocation until gone.

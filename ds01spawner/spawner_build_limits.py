@@ -85,7 +85,7 @@ class BuildLimitSteps(LoggingConfigurable):
             params.update(cpuperiod=100000, cpuquota=max(1000, int(cpus * 100000)))
         if self.image_build_pids:
             if BuildLimitSteps._cgroup_driver is None:
-                BuildLimitSteps._cgroup_driver = (await self.docker("info")).get("CgroupDriver", "")
+                BuildLimitSteps._cgroup_driver = (await self.engine.info()).get("CgroupDriver", "")
             try:
                 parent = await self._in_io(
                     build_cgroup,

@@ -141,10 +141,9 @@ class GpuSteps:
 
     async def _ds01_containers(self) -> list[dict]:
         """This hub's DS01 containers, in any state (docker ps -a, filtered by label and name)."""
-        found = await self.docker(
-            "containers", all=True, filters=hub_containers_filter(self.prefix)
-        )
-        return server_containers(found, self.prefix)  # never one a user's image labelled
+        found = await self.engine.list_servers(hub_containers_filter(self.prefix))
+        listing = [record.as_listing() for record in found]
+        return server_containers(listing, self.prefix)  # never one a user's image labelled
 
     def hub_id(self) -> str:
         """This hub's id (names.hub_id of its database URL), for the ``ds01.hub`` label."""
@@ -183,7 +182,7 @@ class GpuSteps:
                 labels.get("ds01.gpus") or "-",
             )
             try:
-                await self.docker("remove_container", c["Id"], v=True, force=True)
+                await self.engine.remove(c["Id"])
             except DOCKER_ERRORS as e:
                 self.log.error("Could not remove orphan container %s: %s", c["Id"][:12], e)
                 kept.append(c)
@@ -192,11 +191,10 @@ class GpuSteps:
     async def _retry_removals(self) -> None:
         for target in sorted(GpuSteps.pending_removal):
             try:
-                await self.docker("remove_container", target, v=True, force=True)
+                await self.engine.remove(target)  # gone already: done too
             except DOCKER_ERRORS as e:
-                if getattr(getattr(e, "response", None), "status_code", None) != 404:
-                    self.log.warning("Removal of container %s still fails: %s", target, e)
-                    continue
+                self.log.warning("Removal of container %s still fails: %s", target, e)
+                continue
             self.log.info("Removed container %s (its removal had failed before)", target)
             GpuSteps.pending_removal.discard(target)
 

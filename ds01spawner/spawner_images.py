@@ -177,8 +177,6 @@ class ImageSteps(BuildLimitSteps):
         """,
     ).tag(config=True)
 
-    run_image = Unicode("", help="Image of this server's container (set at start).")
-
     @default("start_timeout")
     def _default_start_timeout(self) -> int:
         build = self.image_build_timeout if self.project_images else 0
@@ -215,18 +213,6 @@ class ImageSteps(BuildLimitSteps):
             ImageSteps._image_io = ThreadPoolExecutor(4, thread_name_prefix="ds01-image-io")
         call = functools.partial(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(ImageSteps._image_io, call)
-
-    async def start(self):
-        """DockerSpawner's start with the project's image as ``image``, so that everything it
-        does (the image check, the container, its log lines, ``JUPYTER_IMAGE_SPEC``) uses the
-        image that runs; the configured image is back afterwards."""
-        configured = self.image
-        if self.run_image:
-            self.image = self.run_image
-        try:
-            return await super().start()
-        finally:
-            self.image = configured
 
     # ---- the step ------------------------------------------------------------------------------
 

@@ -159,7 +159,7 @@ class NetworkSteps(LoggingConfigurable):
         """The socket on ``ip:port`` must be held by this server's container."""
         if not self.check_port_owner:
             return
-        pids = top_pids(await self.docker("top", self.container_id))
+        pids = top_pids(await self.engine.pids(self.container_id))
         holder = await asyncio.to_thread(port_holder, ip, port, pids)
         if holder.ours:
             return

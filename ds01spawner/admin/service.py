@@ -32,7 +32,7 @@ from tornado import httpclient, web
 
 from .. import audit
 from ..culler.state import read_for_page
-from ..docker_engine import Engine
+from ..engine.services import ServiceEngine
 from ..errors import DOCKER_ERRORS
 from ..gpus import InventoryError, make_inventory
 from ..gpus.table import hub_containers_filter, server_containers
@@ -57,7 +57,7 @@ class Context:
         self.queue_file = env.get("DS01_GPU_QUEUE_FILE", "")
         self.culler_state = env.get("DS01_CULLER_STATE_FILE", "")
         self.respect_foreign = env.get("DS01_GPUS_BUSY_OUTSIDE", "1") == "1"
-        self.engine = Engine(env.get("DS01_DOCKER_HOST") or None)
+        self.engine = ServiceEngine(env.get("DS01_DOCKER_HOST") or None)
         self.audit = audit.from_environment(env)
         self.inventory_error = ""
         try:

@@ -33,7 +33,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from tornado import httpclient
 
-from ..docker_engine import Engine  # noqa: F401  (signals.Engine: the culler's Docker client)
+from ..engine.services import ServiceEngine as Engine  # noqa: F401  (signals.Engine: the culler's Docker client)
 from ..gpus.model import Device, Inventory
 from ..gpus.table import GPU_LABEL, HOLDING_STATES, parse_gpu_label
 from .state import parse_time

@@ -1,8 +1,9 @@
 """The Docker engine as the services see it (the culler, ``ds01-limits``, ``ds01-admin``).
 
-One class, connected at first use: a service must start (and keep the hub up: JupyterHub stops
-when a managed service dies) while the engine is down. The spawner talks to Docker through
-DockerSpawner's own client instead; this module imports neither side.
+One class, synchronous, connected at first use: a service must start (and keep the hub up:
+JupyterHub stops when a managed service dies) while the engine is down. The spawner uses
+``engine.docker.DockerEngine`` (the ``engine.base`` interface) instead; this module imports
+neither side.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import docker
 
 
-class Engine:
+class ServiceEngine:
     """The Docker engine, connected at first use. ``timeout``: seconds per API call (None:
     docker-py's default); ``calls`` counts the calls made (the culler reports it)."""
 
