@@ -440,7 +440,7 @@ load_subconfig({base!r})  # noqa: F821
 
 import inspect
 
-from ds01spawner.spawner import DS01Spawner
+from ds01spawner.spawner.spawner import DS01Spawner
 
 
 def _mark(self, event):

@@ -36,14 +36,14 @@ from ..engine.services import ServiceEngine
 from ..errors import DOCKER_ERRORS
 from ..gpus import InventoryError, make_inventory
 from ..gpus.table import hub_containers_filter, server_containers
-from ..limits import KEYS, LimitsError, explain, load_limits_file
-from ..limits_store import limits_store
-from ..service_signals import run_until_signalled
+from ..limits.model import KEYS, LimitsError, explain, load_limits_file
+from ..limits.store import limits_store
+from ..services.signals import run_until_signalled
 from .exemptions import ExemptionError, grant
 from .views import gpu_rows, gpu_summary, queue_rows, user_rows
 
 SERVICE_NAME = "ds01-admin"
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "web" / "templates"
 ACTIONS = ("retire", "exempt", "reload-limits")
 
 
@@ -263,7 +263,7 @@ class MetricsHandler(AdminHandler):
 
 def render_metrics(gpus: list[dict], containers: list[dict]) -> bytes:
     """Prometheus text of the current state, from the GPU map rows and container labels."""
-    from ..quota import usage_of
+    from ..limits.usage import usage_of
 
     registry = CollectorRegistry()
     devices = Gauge(

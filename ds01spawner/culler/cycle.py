@@ -27,9 +27,9 @@ from typing import Any
 from ..audit import AuditLog, NoAuditLog, mark_retire
 from ..errors import DOCKER_ERRORS
 from ..gpus.table import hub_containers_filter, server_containers
-from ..limits import Limits, LimitsError, explain
-from ..limits_store import limits_store, unix_groups
-from ..names import container_name
+from ..limits.model import Limits, LimitsError, explain
+from ..limits.store import limits_store, unix_groups
+from ..projects.names import container_name
 from . import notices as project_notices
 from .decision import IDLE, Decision, Server, Settings, Signals, decide, span
 from .signals import (

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from ..limits import Limits
+from ..limits.model import Limits
 
 IDLE = "idle"
 MAX_RUNTIME = "max_runtime"

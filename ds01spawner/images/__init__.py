@@ -12,5 +12,5 @@ One module per concern:
 - ``compat``: can the image run ``jupyterhub-singleuser`` of the hub's major version (cached);
 - ``housekeeping``: list, delete and prune a user's project images, never one a container uses.
 
-``ds01spawner.spawner_images.ImageSteps`` ties them into a spawn.
+``ds01spawner.spawner.image_steps.ImageSteps`` ties them into a spawn.
 """

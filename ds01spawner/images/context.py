@@ -32,7 +32,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..safepath import open_dir
+from ..projects.safepath import open_dir
 
 DEFAULT_EXCLUDES = ("data", "models", "outputs", ".git")
 ALWAYS_EXCLUDED = ".ds01"

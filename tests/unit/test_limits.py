@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds01spawner.limits import (
+from ds01spawner.limits.model import (
     KEYS,
     MIN_SIZE,
     Exemption,
@@ -509,7 +509,7 @@ def test_there_are_enough_malformed_cases():
 
 
 def test_limits_left_out_of_defaults_take_the_documented_built_in_values():
-    from ds01spawner.limits import BUILTIN_DEFAULTS, BUILTIN_SOURCE, KEYS
+    from ds01spawner.limits.model import BUILTIN_DEFAULTS, BUILTIN_SOURCE, KEYS
 
     assert set(BUILTIN_DEFAULTS) == set(KEYS)  # a new key needs a built-in value
     doc = parse_limits("defaults:\n  max_servers: 3\ngroups:\n  big:\n    cpus: 8\n", "l.yaml")

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-LOGGER_NAME = "ds01spawner.limits"
+LOGGER_NAME = "ds01spawner.limits.model"
 Value = float | int | bool | None
 T = TypeVar("T")
 

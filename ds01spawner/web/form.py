@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .gpus.allocator import MAX_GPUS_PER_REQUEST
-from .gpus.model import Device
-from .names import project_name_problem
+from ..gpus.allocator import MAX_GPUS_PER_REQUEST
+from ..gpus.model import Device
+from ..projects.names import project_name_problem
 
 #: every key ``user_options`` may have; anything else is refused
 OPTION_KEYS = ("project", "template", "gpus", "gpu_type", "image")

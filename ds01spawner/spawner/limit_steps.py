@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 
 from jupyterhub import orm
 
-from .errors import user_error
-from .limits import Limits, LimitsError, explain, unmatched_groups
-from .limits_store import limits_store, unix_groups
+from ..errors import user_error
+from ..limits.model import Limits, LimitsError, explain, unmatched_groups
+from ..limits.store import limits_store, unix_groups
 
 LIMITS_DOWN_MESSAGE = (
     "Your limits cannot be read right now, so your server could not start. Your files are "
@@ -26,7 +26,7 @@ _checked_versions: dict[int, object] = {}
 
 
 def _limits_event(settings: tuple, event: str, **fields) -> None:
-    from .audit import audit_log
+    from ..audit import audit_log
 
     audit_log(*settings).write(event, **fields)
 

@@ -31,10 +31,10 @@ from jupyterhub import __version__ as hub_version
 from jupyterhub.traitlets import ByteSpecification
 from traitlets import Bool, Int, List, Unicode, default
 
-from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
-from .identity import Identity
-from .images import compat, housekeeping
-from .images.builder import (
+from ..errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
+from ..identity import Identity
+from ..images import compat, housekeeping
+from ..images.builder import (
     STEP_RE,
     BuildAPIClient,
     BuildError,
@@ -44,7 +44,7 @@ from .images.builder import (
     EngineError,
     ImageBuilder,
 )
-from .images.context import (
+from ..images.context import (
     DEFAULT_EXCLUDES,
     ContextChanged,
     ContextError,
@@ -57,13 +57,13 @@ from .images.context import (
     scan,
     write_tar,
 )
-from .images.dockerfile import DockerfileError, check_allowed, parse_dockerfile, shown
-from .images.dockerfile_rules import extends_layers
-from .images.tags import TagError, image_ref, split_ref
+from ..images.dockerfile import DockerfileError, check_allowed, parse_dockerfile, shown
+from ..images.dockerfile_rules import extends_layers
+from ..images.tags import TagError, image_ref, split_ref
+from ..logsafe import escape_line, untrusted
+from ..projects.files import ProjectFileError, write_project_file
+from .build_limits import BuildLimitSteps
 from .launch import LaunchPhases
-from .logsafe import escape_line, untrusted
-from .project_files import ProjectFileError, write_project_file
-from .spawner_build_limits import BuildLimitSteps
 
 DIGEST_LABEL = "ds01.image.digest"
 BUILD_LOG = ".ds01/build.log"

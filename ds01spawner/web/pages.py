@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from .durations import left
-from .projects import ProjectInfo, list_projects
-from .workspace import WorkspaceError
+from ..durations import left
+from ..projects.catalog import ProjectInfo, list_projects
+from ..projects.workspace import WorkspaceError
 
 HUB_TEMPLATES = Path(__file__).with_name("templates") / "hub"
 SERVICE_LINKS = r"/api/ds01/services"  # below the hub's prefix: /hub/api/ds01/services
@@ -153,7 +153,7 @@ def _state(spawner) -> str:
 def shown_workspace(template: str, username: str) -> str:
     """The user's workspace folder as the deployment names it (``workspace_root`` with the
     user's name, not expanded: no account lookup), for the pages' sentences."""
-    from .names import path_safe_username
+    from ..projects.names import path_safe_username
 
     return template.format(username=path_safe_username(username)).rstrip("/")
 
@@ -241,7 +241,7 @@ def read_culler_state(path: str) -> dict:
     if not path:
         return {}
     try:
-        from .culler.state import read_for_page  # the culler service, when installed
+        from ..culler.state import read_for_page  # the culler service, when installed
     except ImportError:
         return {}
     return read_for_page(path)
@@ -277,7 +277,7 @@ def configure_pages(config: Any, culler_state_file: str = "") -> None:
     (``c.DS01Culler.state_file``, see culler/state.py), unless ``culler_state_file`` is given.
     """
     if not culler_state_file:
-        from .culler.state import state_path
+        from ..culler.state import state_path
 
         culler_state_file = state_path(config)
     paths = [p for p in config.JupyterHub.get("template_paths", []) if p != str(HUB_TEMPLATES)]

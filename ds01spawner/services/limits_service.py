@@ -17,7 +17,7 @@
 Authenticated with the caller's hub token (``Authorization: token ...``) or hub login cookie.
 Limits come from the same file and the same resolution as the spawner's, and "what I use now"
 from the same container labels as the GPU table, so this page can never disagree with a refusal.
-Registered by ``ds01spawner.startup.configure_services`` (see jupyterhub_config.py).
+Registered by ``ds01spawner.spawner.startup.configure_services`` (see jupyterhub_config.py).
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
 
-from .engine.services import ServiceEngine
-from .errors import DOCKER_ERRORS
-from .gpus.table import hub_containers_filter, server_containers
+from ..engine.services import ServiceEngine
+from ..errors import DOCKER_ERRORS
+from ..gpus.table import hub_containers_filter, server_containers
+from ..limits.model import KEYS, LimitsError, explain, format_limit
+from ..limits.store import limits_store, unix_groups
+from ..limits.usage import usage_of
 from .images_api import ImagesAPI
-from .limits import KEYS, LimitsError, explain, format_limit
-from .limits_store import limits_store, unix_groups
 from .projects_api import ProjectsAPI, spawner_settings
-from .quota import usage_of
-from .service_signals import run_until_signalled
 from .session_api import KeepRunningAPI, SessionAPI
+from .signals import run_until_signalled
 
 SERVICE_NAME = "ds01-limits"
 
@@ -145,8 +145,8 @@ class UsagePage(LimitsAPI):
 
     @web.authenticated
     async def get(self) -> None:
-        from .admin.views import user_rows
-        from .culler.state import read_for_page
+        from ..admin.views import user_rows
+        from ..culler.state import read_for_page
 
         name = self.current_user["name"]
         model = await self.hub_user(name)
@@ -192,7 +192,8 @@ class UsagePage(LimitsAPI):
 def _jinja():
     import jinja2
 
-    templates = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+    here = os.path.dirname(os.path.abspath(__file__))
+    templates = os.path.join(os.path.dirname(here), "web", "templates")
     return jinja2.Environment(loader=jinja2.FileSystemLoader(templates), autoescape=True)
 
 

@@ -12,7 +12,7 @@ from jupyterhub.traitlets import ByteSpecification
 from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
-from .images.cgroups import build_cgroup
+from ..images.cgroups import build_cgroup
 
 
 class BuildLimitSteps(LoggingConfigurable):

@@ -16,9 +16,9 @@ from dataclasses import asdict
 
 from tornado import web
 
-from .errors import DOCKER_ERRORS
-from .images.housekeeping import delete_user_images, list_images
-from .names import project_name_problem
+from ..errors import DOCKER_ERRORS
+from ..images.housekeeping import delete_user_images, list_images
+from ..projects.names import project_name_problem
 
 
 class ImagesAPI(web.RequestHandler):

@@ -17,7 +17,7 @@ from traitlets.config import Configurable
 def spawner_sections(config: Any = None) -> list[str]:
     """Config sections a DS01 spawner reads, least specific first (the configured
     ``spawner_class`` when it is a DS01Spawner subclass, else DS01Spawner)."""
-    from .spawner import DS01Spawner
+    from ..spawner.spawner import DS01Spawner
 
     cls = DS01Spawner
     configured = config.JupyterHub.get("spawner_class") if config is not None else None

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from .culler.decision import SIGNALS
-from .culler.state import ServerRecord, State, iso, parse_time
-from .limits import Limits
-from .quota import usage_of
+from ..culler.decision import SIGNALS
+from ..culler.state import ServerRecord, State, iso, parse_time
+from ..limits.model import Limits
+from ..limits.usage import usage_of
 
 #: Why a device shows no utilization.
 MIG_NO_UTILIZATION = "a MIG slice reports no utilization"

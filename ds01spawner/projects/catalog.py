@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import ProjectFileError, make_project_dirs, write_project_file
 from .names import project_name_problem
-from .project_files import ProjectFileError, make_project_dirs, write_project_file
 from .safepath import DIR_FLAGS, UnsafePath, open_dir
 from .workspace import LINK_REFUSED, WorkspaceError, workspace_root_for
 

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .errors import user_error
+from ..errors import user_error
 from .netguard import (
     NetGuardError,
     apply_firewall,

@@ -11,11 +11,11 @@ import json
 import logging
 from typing import Any
 
-from .gpus import InventoryError, make_inventory
-from .gpus.queue import GpuQueue
-from .limits import LimitsError
-from .projects_api import SETTING_DEFAULTS, SETTINGS_ENV
-from .settings import spawner_settings
+from ..gpus import InventoryError, make_inventory
+from ..gpus.queue import GpuQueue
+from ..limits.model import LimitsError
+from ..services.projects_api import SETTING_DEFAULTS, SETTINGS_ENV
+from ..services.settings import spawner_settings
 
 log = logging.getLogger("ds01spawner")
 
@@ -39,7 +39,7 @@ def check_config(config: Any) -> None:
         GpuQueue(section["gpu_queue_file"])
     limits_file = section.get("limits_file", "")
     if limits_file:
-        from .limits_store import limits_store
+        from ..limits.store import limits_store
 
         try:
             limits_store(limits_file, log)  # this version is the last good one from now on
@@ -96,7 +96,7 @@ def check_timeouts(config: Any) -> None:
 
 
 def _culler_state_file(config: Any) -> str:
-    from .culler.state import state_path
+    from ..culler.state import state_path
 
     return state_path(config)
 
@@ -129,7 +129,7 @@ def configure_services(config: Any, port: int, admin_port: int | None = None) ->
     _register_service(
         config,
         "ds01-limits",
-        "ds01spawner.limits_service",
+        "ds01spawner.services.limits_service",
         port,
         session_env,
         False,
@@ -147,7 +147,7 @@ def configure_services(config: Any, port: int, admin_port: int | None = None) ->
         if role["name"] == "user" and "access:services!service=ds01-limits" not in role["scopes"]:
             role["scopes"] = [*role["scopes"], "access:services!service=ds01-limits"]
     config.JupyterHub.load_roles = roles
-    from .culler.registration import register_culler
+    from ..culler.registration import register_culler
 
     register_culler(config, section)
     register_admin(config, env, port + 1 if admin_port is None else admin_port)
@@ -164,7 +164,7 @@ def register_admin(config: Any, env: dict, port: int) -> None:
     their ``admin`` role (``access:services``); no other role is given access, and the service
     checks the admin flag itself as well."""
 
-    from .audit import environment as audit_environment
+    from ..audit import environment as audit_environment
 
     section = spawner_settings(config)
     admin_env = {**env, **audit_environment(section), **_inventory_environment(section)}

@@ -1,6 +1,6 @@
 """Where a process gets the limits file and a user's Unix groups from.
 
-One :class:`~ds01spawner.limits.LimitsStore` per limits file and process, made at first use (in
+One :class:`~ds01spawner.limits.model.LimitsStore` per limits file and process, made at first use
 the hub by ``startup.check_config`` while it starts, so that the version good at start is the
 last good one). Shared by the spawner (``spawner_limits``) and the services (``limits_service``,
 ``session_api``, ``admin.service``, the culler), so it imports neither side: only ``limits``
@@ -9,8 +9,8 @@ and ``identity``.
 
 from __future__ import annotations
 
-from .identity import group_names
-from .limits import LimitsStore
+from ..identity import group_names
+from .model import LimitsStore
 
 _stores: dict[str, LimitsStore] = {}
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .gpus.allocator import GpuRequest
-from .gpus.model import Device
-from .gpus.table import EQUIVALENTS_LABEL, GPU_LABEL, HOLDING_STATES, parse_gpu_label
+from ..gpus.allocator import GpuRequest
+from ..gpus.model import Device
+from ..gpus.table import EQUIVALENTS_LABEL, GPU_LABEL, HOLDING_STATES, parse_gpu_label
 
 
 class LimitRefused(Exception):
@@ -106,7 +106,7 @@ def with_launches(usage: Usage, launches: Iterable[ServerUse]) -> Usage:
 def min_equivalents(request: GpuRequest, devices: list[Device]) -> float:
     """The fewest GPU-equivalents ``request`` can be served with on this server (its cheapest
     candidates): a launch whose limits do not allow even that is refused at once."""
-    from .gpus.allocator import candidates
+    from ..gpus.allocator import candidates
 
     if not request.wants_gpu:
         return 0.0

@@ -24,11 +24,11 @@ from urllib.parse import quote
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
 
-from .limits import KEYS, LimitsError, explain, format_limit
-from .limits_store import limits_store
+from ..limits.model import KEYS, LimitsError, explain, format_limit
+from ..limits.store import limits_store
 from .session import culler_record, session_view
 
-log = logging.getLogger("ds01spawner.session")
+log = logging.getLogger("ds01spawner.services.session")
 _inventory: dict[str, Any] = {}
 
 
@@ -36,7 +36,7 @@ def inventory_from_environment(environ=None):
     """The GPU inventory of the hub's settings (as the admin view makes it), made once; None
     when it cannot work (the panel then shows no GPU figures)."""
     if "inv" not in _inventory:
-        from .gpus import InventoryError, make_inventory
+        from ..gpus import InventoryError, make_inventory
 
         env = os.environ if environ is None else environ
         try:
@@ -53,7 +53,7 @@ def inventory_from_environment(environ=None):
 
 
 async def _gpu_rows(containers: list[dict]) -> list[dict]:
-    from .admin.views import gpu_rows
+    from ..admin.views import gpu_rows
 
     inv = await asyncio.to_thread(inventory_from_environment)  # the first call inits NVML
     if inv is None:

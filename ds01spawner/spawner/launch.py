@@ -13,12 +13,12 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
-from .form import STANDARD_IMAGE, LaunchOptions
-from .gpus.allocator import GpuRequest
-from .gpus.broker import GpuBroker
-from .gpus.model import Device
-from .identity import Identity
-from .limits import Limits
+from ..gpus.allocator import GpuRequest
+from ..gpus.broker import GpuBroker
+from ..gpus.model import Device
+from ..identity import Identity
+from ..limits.model import Limits
+from ..web.form import STANDARD_IMAGE, LaunchOptions
 
 #: how a launch's image is obtained
 IMAGE_BASE = "base"  # the configured image (no Dockerfile, or project images switched off)

@@ -15,7 +15,14 @@ import docker
 import jinja2
 from tornado import web
 
-from .errors import DOCKER_ERRORS, user_error
+from ..errors import DOCKER_ERRORS, user_error
+from ..gpus import InventoryError
+from ..gpus.allocator import busy_outside
+from ..gpus.table import holders
+from ..images.context import read_top_file
+from ..limits.usage import LimitRefused, check_servers, usage_of, with_launches
+from ..projects.catalog import list_projects
+from ..projects.workspace import WorkspaceError, workspace_root_for
 from .form import (
     NEW_PROJECT,
     OPTION_KEYS,
@@ -28,14 +35,7 @@ from .form import (
     options_from_form,
     validate_user_options,
 )
-from .gpus import InventoryError
-from .gpus.allocator import busy_outside
-from .gpus.table import holders
-from .images.context import read_top_file
 from .pages import shown_workspace
-from .projects import list_projects
-from .quota import LimitRefused, check_servers, usage_of, with_launches
-from .workspace import WorkspaceError, workspace_root_for
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 BUILTIN_FORM = "ds01_spawn_form.html"

@@ -19,7 +19,22 @@ import docker
 from dockerspawner import DockerSpawner
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode, default, validate
 
-from .audit import audit_log, take_retire
+from ..audit import audit_log, take_retire
+from ..engine.base import PENDING, ContainerEngine, CreateRequest, Placement, ServerState
+from ..engine.docker import DockerEngine, client_kwargs
+from ..errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
+from ..gpus.allocator import equivalents
+from ..gpus.model import Device
+from ..identity import Identity, IdentityError, resolve_identity
+from ..limits.usage import LimitRefused, shape_request
+from ..logsafe import untrusted
+from ..metrics import observe
+from ..projects.catalog import BUILTIN_TEMPLATES, TemplateError, apply_template, check_templates
+from ..projects.names import container_name, oauth_client_id, path_safe_username
+from ..projects.safepath import mounted_identity, still_there
+from ..projects.workspace import WorkspaceError, prepare_workspace
+from ..web.form import STANDARD_IMAGE, LaunchOptions
+from ..web.form_steps import FormSteps
 from .container_spec import (
     HOST_NETWORK,
     WORKSPACE_MOUNT,
@@ -27,13 +42,8 @@ from .container_spec import (
     SpecError,
     build_container_spec,
 )
-from .engine.base import PENDING, ContainerEngine, CreateRequest, Placement, ServerState
-from .engine.docker import DockerEngine, client_kwargs
-from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
-from .form import STANDARD_IMAGE, LaunchOptions
-from .gpus.allocator import equivalents
-from .gpus.model import Device
-from .identity import Identity, IdentityError, resolve_identity
+from .gpu_steps import GpuSteps
+from .image_steps import ImageSteps
 from .launch import (
     IMAGE_BASE,
     IMAGE_DOCKERFILE,
@@ -43,23 +53,13 @@ from .launch import (
     LaunchPlan,
     launch_plan,
 )
-from .logsafe import untrusted
-from .metrics import observe
-from .names import container_name, oauth_client_id, path_safe_username
+from .limit_steps import LimitSteps
+from .network_steps import NetworkSteps
 from .passwd import install_identity
 from .ports import PortPool
 from .progress import ProgressLog
-from .projects import BUILTIN_TEMPLATES, TemplateError, apply_template, check_templates
-from .quota import LimitRefused, shape_request
 from .readiness import ServerExited, wait_until_listening
-from .safepath import mounted_identity, still_there
-from .spawner_form import FormSteps
-from .spawner_gpus import GpuSteps
-from .spawner_images import ImageSteps
-from .spawner_limits import LimitSteps
-from .spawner_network import NetworkSteps
-from .spawner_session import SessionSteps
-from .workspace import WorkspaceError, prepare_workspace
+from .session_steps import SessionSteps
 
 
 class DS01Spawner(
@@ -306,7 +306,7 @@ class DS01Spawner(
         "",
         help="""Jinja template file of the spawn form, instead of DS01's own.
 
-        Rendered with autoescape on; DS01's template (``ds01spawner/templates/
+        Rendered with autoescape on; DS01's template (``ds01spawner/web/templates/
         ds01_spawn_form.html``) shows the variables it gets and can be included or extended
         from yours. The fields it must post are described in docs/configuration.md.
         Default: ``""`` (DS01's form). Example:

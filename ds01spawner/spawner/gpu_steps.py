@@ -13,19 +13,17 @@ from datetime import datetime, timezone
 
 from jupyterhub import orm
 
-from .errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, GPU_INVENTORY_DOWN_MESSAGE, user_error
-from .gpus import InventoryError
-from .gpus.allocator import GpuRequest, NoFit, RequestError, busy_outside, candidates, equivalents
-from .gpus.allocator import noun as device_noun
-from .gpus.broker import GpuBroker, broker_for
-from .gpus.model import Device
-from .gpus.queue import AlreadyWaiting, GpuQueue, QueueCancelled, Waiter, ordinal
-from .gpus.queue import plan as queue_plan
-from .gpus.table import holders, hub_containers_filter, server_containers
-from .launch import LaunchPhases, LaunchPlan
-from .limits import Limits
-from .names import hub_id
-from .quota import (
+from ..errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, GPU_INVENTORY_DOWN_MESSAGE, user_error
+from ..gpus import InventoryError
+from ..gpus.allocator import GpuRequest, NoFit, RequestError, busy_outside, candidates, equivalents
+from ..gpus.allocator import noun as device_noun
+from ..gpus.broker import GpuBroker, broker_for
+from ..gpus.model import Device
+from ..gpus.queue import AlreadyWaiting, GpuQueue, QueueCancelled, Waiter, ordinal
+from ..gpus.queue import plan as queue_plan
+from ..gpus.table import holders, hub_containers_filter, server_containers
+from ..limits.model import Limits
+from ..limits.usage import (
     Launches,
     LimitRefused,
     ServerUse,
@@ -36,6 +34,8 @@ from .quota import (
     usage_of,
     with_launches,
 )
+from ..projects.names import hub_id
+from .launch import LaunchPhases, LaunchPlan
 
 # Containers created before this hub process started and unknown to its database are orphans
 # of a hub that died mid-spawn; they are removed at the first allocation (see _sweep_orphans).

@@ -16,10 +16,10 @@ import os
 
 from tornado import web
 
-from .identity import IdentityError, resolve_identity
-from .names import project_name_problem
-from .projects import BUILTIN_TEMPLATES, apply_template, list_projects
-from .workspace import WorkspaceError, prepare_workspace
+from ..identity import IdentityError, resolve_identity
+from ..projects.catalog import BUILTIN_TEMPLATES, apply_template, list_projects
+from ..projects.names import project_name_problem
+from ..projects.workspace import WorkspaceError, prepare_workspace
 
 SETTINGS_ENV = "DS01_SPAWNER_SETTINGS"
 #: DS01Spawner settings the service needs, with the spawner's defaults
