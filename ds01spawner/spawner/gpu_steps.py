@@ -35,6 +35,7 @@ from ..limits.usage import (
     with_launches,
 )
 from ..projects.names import hub_id
+from .allocation import HubAllocation
 from .launch import LaunchPhases, LaunchPlan
 
 # Containers created before this hub process started and unknown to its database are orphans
@@ -45,27 +46,24 @@ _PROCESS_STARTED = datetime.now(timezone.utc)
 class GpuSteps:
     """Methods DS01Spawner uses to give a server its GPUs."""
 
-    _orphans_swept = False
-    #: containers whose removal failed (engine error at retire or poll); retried at every
-    #: allocation, so they cannot keep their GPUs after Docker recovers
-    pending_removal: set[str] = set()
-    _alloc_lock: asyncio.Lock | None = None
-    _queue: GpuQueue | None = None
-    #: the hub's launches in progress (waiting, building, creating): they count toward limits
-    launches = Launches()
+    @property
+    def allocation(self) -> HubAllocation:
+        """The hub's allocation state (lock, queue, launches, pending removals): one per hub."""
+        return HubAllocation.shared(getattr(self, "gpu_queue_file", ""))
+
+    @property
+    def launches(self) -> Launches:
+        """The hub's launches in progress (waiting, building, creating): they count toward
+        limits."""
+        return self.allocation.launches
+
+    @property
+    def pending_removal(self) -> set[str]:
+        return self.allocation.pending_removal
 
     def gpu_queue(self) -> GpuQueue:
         """The hub's queue of launches waiting for a device (one per hub process)."""
-        if GpuSteps._queue is None:
-            GpuSteps._queue = GpuQueue(getattr(self, "gpu_queue_file", ""))
-        return GpuSteps._queue
-
-    @classmethod
-    def _allocation_lock(cls) -> asyncio.Lock:
-        """One lock for the hub: choose devices and create the container, nothing else."""
-        if GpuSteps._alloc_lock is None:
-            GpuSteps._alloc_lock = asyncio.Lock()
-        return GpuSteps._alloc_lock
+        return self.allocation.queue
 
     def _broker(self) -> GpuBroker:
         return broker_for(
@@ -101,7 +99,7 @@ class GpuSteps:
     def _usage(self, containers: list[dict]) -> Usage:
         """What the user holds and is launching, without this launch."""
         mine = usage_of(self.user.name, containers, exclude_server=self.name)
-        return with_launches(mine, GpuSteps.launches.others(self.user.name, self.name))
+        return with_launches(mine, self.launches.others(self.user.name, self.name))
 
     def _check_usage(
         self, usage: Usage, request: GpuRequest, devices: Sequence[Device], limits: Limits
@@ -134,10 +132,10 @@ class GpuSteps:
         # no await between check and claim
         self._check_usage(self._usage(containers), request, devices, limits)
         need = min_equivalents(request, list(devices))
-        GpuSteps.launches.claim(self.user.name, ServerUse(self.project, self.name, (), need, True))
+        self.launches.claim(self.user.name, ServerUse(self.project, self.name, (), need, True))
 
     def release_launch(self) -> None:
-        GpuSteps.launches.release(self.user.name, self.name)
+        self.launches.release(self.user.name, self.name)
 
     async def _ds01_containers(self) -> list[dict]:
         """This hub's DS01 containers, in any state (docker ps -a, filtered by label and name)."""
@@ -189,14 +187,14 @@ class GpuSteps:
         return kept
 
     async def _retry_removals(self) -> None:
-        for target in sorted(GpuSteps.pending_removal):
+        for target in sorted(self.pending_removal):
             try:
                 await self.engine.remove(target)  # gone already: done too
             except DOCKER_ERRORS as e:
                 self.log.warning("Removal of container %s still fails: %s", target, e)
                 continue
             self.log.info("Removed container %s (its removal had failed before)", target)
-            GpuSteps.pending_removal.discard(target)
+            self.pending_removal.discard(target)
 
     async def allocate_and_create(self, plan: LaunchPlan, phases: LaunchPhases, create) -> dict:
         """The hub-wide atomic step: choose devices and create the container under one lock.
@@ -216,12 +214,12 @@ class GpuSteps:
         deadline = began + self.gpu_queue_timeout
         try:
             while True:
-                async with self._allocation_lock():
+                async with self.allocation.lock:
                     await self._retry_removals()
                     containers = await self._ds01_containers()
-                    if not GpuSteps._orphans_swept:
+                    if not self.allocation.orphans_swept:
                         containers = await self._sweep_orphans(containers)
-                        GpuSteps._orphans_swept = True
+                        self.allocation.orphans_swept = True
                     usage = self._usage(containers)
                     # before the line: never wait for the impossible
                     self._check_usage(usage, request, plan.gpu_devices, plan.limits)

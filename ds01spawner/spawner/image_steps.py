@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from html import escape
 
@@ -49,7 +48,6 @@ from ..images.context import (
     ContextChanged,
     ContextError,
     ContextTooLarge,
-    FileHashCache,
     IgnoreRules,
     Reader,
     content_digest,
@@ -63,6 +61,7 @@ from ..images.tags import TagError, image_ref, split_ref
 from ..logsafe import escape_line, untrusted
 from ..projects.files import ProjectFileError, write_project_file
 from .build_limits import BuildLimitSteps
+from .image_works import ImageWorks
 from .launch import LaunchPhases
 
 DIGEST_LABEL = "ds01.image.digest"
@@ -185,34 +184,33 @@ class ImageSteps(BuildLimitSteps):
 
     # ---- shared state of the hub process ------------------------------------------------------
 
-    _image_builder: ImageBuilder | None = None
-    _image_compat = compat.CompatChecker()
-    _image_io: ThreadPoolExecutor | None = None
-    _image_hashes = FileHashCache()
-    _image_tasks: set[asyncio.Task] = set()
+    @property
+    def image_works(self) -> ImageWorks:
+        """The hub's one builder, caches and image I/O pool (image_works.py)."""
+        return ImageWorks.shared(self._make_builder)
+
+    def _make_builder(self) -> ImageBuilder:
+        """Builds stream for minutes with their own timeout: each job gets its own connection
+        (``BuildAPIClient``), made with the engine's client's version and settings."""
+        kwargs = {"version": self.client.api_version}
+        if self.tls_config:
+            kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
+        kwargs.update(kwargs_from_env())
+        kwargs.update(self.client_kwargs)
+
+        def api(timeout: float) -> docker.APIClient:
+            return BuildAPIClient(**{**kwargs, "timeout": timeout})
+
+        return ImageBuilder(
+            api, self.image_build_threads, self.log, per_user=self.image_builds_per_user
+        )
 
     def _builder(self) -> ImageBuilder:
-        if ImageSteps._image_builder is None:
-            kwargs = {"version": self.client.api_version}
-            if self.tls_config:
-                kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
-            kwargs.update(kwargs_from_env())
-            kwargs.update(self.client_kwargs)
-
-            def api(timeout: float) -> docker.APIClient:
-                return BuildAPIClient(**{**kwargs, "timeout": timeout})
-
-            ImageSteps._image_builder = ImageBuilder(
-                api, self.image_build_threads, self.log, per_user=self.image_builds_per_user
-            )
-        return ImageSteps._image_builder
+        return self.image_works.builder
 
     async def _in_io(self, fn, *args, **kwargs):
         """File and short Docker work of the image steps, never on the build threads."""
-        if ImageSteps._image_io is None:
-            ImageSteps._image_io = ThreadPoolExecutor(4, thread_name_prefix="ds01-image-io")
-        call = functools.partial(fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(ImageSteps._image_io, call)
+        return await self.image_works.io(fn, *args, **kwargs)
 
     # ---- the step ------------------------------------------------------------------------------
 
@@ -290,7 +288,7 @@ class ImageSteps(BuildLimitSteps):
             reader = Reader(ident.uid, frozenset({ident.gid, *ident.supplementary_gids}))
             snap = await self._in_io(scan, project_dir, rules, self.image_context_limit, reader)
             digest = await self._in_io(
-                content_digest, project_dir, snap, extra, ImageSteps._image_hashes
+                content_digest, project_dir, snap, extra, self.image_works.hashes
             )
         except ContextTooLarge as e:
             self.log.warning("Build context refused %s: %s", who, e)
@@ -420,7 +418,7 @@ class ImageSteps(BuildLimitSteps):
                     project_dir,
                     plan["snap"],
                     extra=plan["extra"],
-                    cache=ImageSteps._image_hashes,
+                    cache=self.image_works.hashes,
                 ),
                 buildargs=plan["buildargs"],
                 labels={DIGEST_LABEL: digest},
@@ -584,7 +582,7 @@ class ImageSteps(BuildLimitSteps):
             self.log.warning("Could not write %s of user=%s: %s", BUILD_LOG, self.user.name, e)
 
     async def _check_runs_server(self, image_id: str, ident: Identity, who: str) -> None:
-        checker = ImageSteps._image_compat
+        checker = self.image_works.compat
         if checker.cached(image_id) is None:
             self.progress_log.emit(52, "Checking that your image can run jupyterhub-singleuser")
         result = await checker.check(
@@ -630,5 +628,4 @@ class ImageSteps(BuildLimitSteps):
                 self.log.info("Deleted old image %s of user=%s", old, self.user.name)
 
         task = asyncio.ensure_future(prune())
-        ImageSteps._image_tasks.add(task)
-        task.add_done_callback(ImageSteps._image_tasks.discard)
+        self.image_works.keep(task)
