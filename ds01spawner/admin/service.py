@@ -36,7 +36,9 @@ from ..engine.services import ServiceEngine
 from ..errors import DOCKER_ERRORS
 from ..gpus import InventoryError, make_inventory
 from ..gpus.table import hub_containers_filter, server_containers
-from ..limits.model import KEYS, LimitsError, explain, load_limits_file
+from ..limits.file import load_limits_file
+from ..limits.model import KEYS, LimitsError
+from ..limits.resolve import explain
 from ..limits.store import limits_store
 from ..services.signals import run_until_signalled
 from .exemptions import ExemptionError, grant

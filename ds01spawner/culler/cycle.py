@@ -27,7 +27,8 @@ from typing import Any
 from ..audit import AuditLog, NoAuditLog, mark_retire
 from ..errors import DOCKER_ERRORS
 from ..gpus.table import hub_containers_filter, server_containers
-from ..limits.model import Limits, LimitsError, explain
+from ..limits.model import Limits, LimitsError
+from ..limits.resolve import explain
 from ..limits.store import limits_store, unix_groups
 from ..projects.names import container_name
 from . import notices as project_notices

@@ -5,31 +5,26 @@ example): ``defaults`` sets limits for everyone (a limit it leaves out takes its
 BUILTIN_DEFAULTS), ``groups`` and ``users`` change some of them, and
 ``exemptions`` lift some for one user until a date. ``null`` means unlimited.
 
-:func:`parse_limits` and :func:`resolve` are pure; :class:`LimitsStore` and
-:func:`load_limits_file` read the file. A :class:`LimitsError`'s str() names the file, the
-line and the key of every problem, so the hub can refuse to start with a sentence an admin can
+:func:`parse_limits` is pure, as are ``resolve.explain`` and ``resolve.resolve``;
+``file.LimitsStore`` and ``file.load_limits_file`` read the file. A :class:`LimitsError`'s
+str() names the file, the line and the key of every problem, so the hub can refuse to start
+with a sentence an admin can
 act on.
 """
 
 from __future__ import annotations
 
 import difflib
-import logging
 import math
-import os
 import re
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timezone
-from pathlib import Path
-from typing import Any, TypeVar
 
 import yaml
 
-LOGGER_NAME = "ds01spawner.limits.model"
+LOGGER_NAME = "ds01spawner.limits"
 Value = float | int | bool | None
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -430,183 +425,5 @@ class _Parser:
         return None
 
 
-# ---- resolution ---------------------------------------------------------------------------------
-
-
-def _rank(value: Value) -> float:
-    """Bigger is more generous: None (unlimited) above every number, True above False."""
-    return math.inf if value is None else float(value)
-
-
 def _utc_day(now: datetime) -> date:
     return (now.astimezone(timezone.utc) if now.tzinfo else now).date()
-
-
-@dataclass(frozen=True)
-class Resolved:
-    limits: Limits
-    sources: dict[str, str]  # key -> "defaults", "group students", "user alice", "exemption ..."
-
-    def lines(self) -> list[str]:
-        """``"memory: 64G (group researchers)"``, one per limit, for "check limits"."""
-        return [
-            f"{key}: {format_limit(key, getattr(self.limits, key))} ({self.sources[key]})"
-            for key in KEYS
-        ]
-
-
-def explain(user: str, groups: Iterable[str], doc: LimitsFile, now: datetime) -> Resolved:
-    """A user's limits and where each one comes from (docs/limits.md has the rule).
-
-    1. Each group's limits are ``defaults`` with the group's own values in place; a user in
-       groups of the file gets, limit by limit, the most generous of those groups' limits (None
-       beats any number, a bigger number a smaller one, true false). A user in none of the
-       file's groups gets ``defaults``; group names the file does not know are ignored.
-    2. ``users.<user>`` replaces the limits it sets, stricter or not.
-    3. Each active exemption (``now``'s UTC date <= ``expires``) lifts the limits it names to
-       unlimited (``allow_full_gpu``: true). A naive ``now`` is taken as UTC.
-    """
-    values, sources = dict(doc.defaults), dict.fromkeys(KEYS, "defaults")
-    sources.update(dict.fromkeys(doc.builtin, BUILTIN_SOURCE))
-    names = {groups} if isinstance(groups, str) else set(groups)  # one group name, by mistake
-    member = sorted(names & doc.groups.keys())
-    for key in KEYS:
-        offers = [
-            (doc.groups[g][key], f"group {g}")
-            if key in doc.groups[g]
-            else (values[key], sources[key])
-            for g in member
-        ]
-        if offers:  # the most generous; on a tie, a group that sets it over the defaults
-            values[key], sources[key] = max(
-                offers, key=lambda o: (_rank(o[0]), o[1] not in ("defaults", BUILTIN_SOURCE))
-            )
-    for key, value in doc.users.get(user, {}).items():
-        values[key], sources[key] = value, f"user {user}"
-    active = [e for e in doc.exemptions if e.user == user and e.active(now)]
-    for ex in sorted(active, key=lambda e: e.expires, reverse=True):
-        for key in ex.lifts:
-            lifted = True if key == "allow_full_gpu" else None
-            if _rank(values.get(key, lifted)) < _rank(lifted):
-                values[key], sources[key] = lifted, f"exemption until {ex.expires}: {ex.reason}"
-    return Resolved(Limits(**{k: values.get(k) for k in KEYS}), sources)
-
-
-def unmatched_groups(doc: LimitsFile, known_groups: Iterable[str]) -> list[str]:
-    """Sentences for the groups the file names but nobody is in (likely a typo), for a warning."""
-    known = sorted(set(known_groups))
-    return [
-        f"{doc.source}: groups.{name} is not a group on this hub, so it limits nobody"
-        f"{_hint(name, known)}"
-        for name in doc.groups
-        if name not in known
-    ]
-
-
-def resolve(user: str, groups: Iterable[str], doc: LimitsFile, now: datetime) -> Limits:
-    """A user's effective limits; see :func:`explain` for the rule."""
-    return explain(user, groups, doc, now).limits
-
-
-# ---- the file on disk ---------------------------------------------------------------------------
-
-
-def _io(path: Path, action: Callable[[], T]) -> T:
-    """Run a read of the file; FileNotFoundError and the like become LimitsError."""
-    try:
-        return action()
-    except FileNotFoundError:
-        message = "the limits file does not exist."
-    except (OSError, UnicodeError) as e:
-        message = f"the limits file cannot be read ({e})."
-    raise LimitsError([Problem(str(path), None, None, message)])
-
-
-def _signature(path: Path) -> tuple[int, ...]:
-    st = os.stat(path)
-    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-
-
-def load_limits_file(path: str | os.PathLike) -> LimitsFile:
-    """Read and parse a limits file; LimitsError when it is missing, unreadable or broken."""
-    path = Path(path)
-    return parse_limits(_io(path, lambda: path.read_text("utf-8")), str(path))
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class LimitsStore:
-    """The limits file as the hub sees it: checked at start, re-read when it changes.
-
-    The constructor raises LimitsError (the hub must not start). ``current()`` stats the file
-    and re-reads it when it changed; a broken or missing new version leaves the last good one in
-    force and logs one error per broken version; a good new version logs one info line.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        log: logging.Logger | logging.LoggerAdapter | None = None,
-        clock: Callable[[], datetime] = _utcnow,
-    ) -> None:
-        self.path, self.clock = Path(path), clock
-        self.log = log or logging.getLogger(LOGGER_NAME)
-        self._lock = threading.Lock()
-        self._sig: tuple[int, ...] | None = _io(self.path, lambda: _signature(self.path))
-        self._text = _io(self.path, lambda: self.path.read_text("utf-8"))
-        self._doc = parse_limits(self._text, str(self.path))
-        if self._doc.builtin:
-            self.log.info("%s (docs/limits.md).", self._doc.builtin_note())
-        self._broken: str | None = None  # the error already logged for the version on disk
-        self.loaded_at = clock()
-        #: called as ``on_event("limits_reload", file=...)`` / ``("limits_error", file=...,
-        #: error=...)`` once per new version (the audit log); None: nothing is told
-        self.on_event: Callable[..., Any] | None = None
-
-    def _tell(self, event: str, **fields: Any) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(event, file=str(self.path), **fields)
-            except Exception as e:  # noqa: BLE001 - telling must not break a launch
-                self.log.error("Cannot record %s of %s: %s", event, self.path, e)
-
-    def current(self) -> LimitsFile:
-        """The limits in force: the file on disk when it is good, else the last good version."""
-        with self._lock:
-            sig = text = None
-            try:
-                sig = _io(self.path, lambda: _signature(self.path))
-                if sig == self._sig:
-                    return self._doc
-                text = _io(self.path, lambda: self.path.read_text("utf-8"))
-                doc = parse_limits(text, str(self.path))
-            except LimitsError as e:
-                # a broken version is read again once it changes; an unreadable file every time
-                self._sig = sig if text is not None else None
-                if str(e) != self._broken:
-                    self._broken = str(e)
-                    self.log.error(
-                        "The limits file %s cannot be used, so the limits loaded at %s stay in "
-                        "force until it is fixed. %s",
-                        self.path,
-                        f"{self.loaded_at:%Y-%m-%d %H:%M:%S}",
-                        e,
-                    )
-                    self._tell("limits_error", error=str(e))
-                return self._doc
-            if text != self._text or self._broken is not None:
-                self.log.info("Loaded the limits file %s; its limits are in force now.", self.path)
-                if doc.builtin:
-                    self.log.info("%s (docs/limits.md).", doc.builtin_note())
-                self._doc, self._text, self.loaded_at = doc, text, self.clock()
-                self._tell("limits_reload")
-            self._sig, self._broken = sig, None
-            return self._doc
-
-    def explain(self, user: str, groups: Iterable[str]) -> Resolved:
-        return explain(user, groups, self.current(), self.clock())
-
-    def resolve(self, user: str, groups: Iterable[str]) -> Limits:
-        return self.explain(user, groups).limits

@@ -1,8 +1,8 @@
 """Where a process gets the limits file and a user's Unix groups from.
 
-One :class:`~ds01spawner.limits.model.LimitsStore` per limits file and process, made at first use
-the hub by ``startup.check_config`` while it starts, so that the version good at start is the
-last good one). Shared by the spawner (``spawner_limits``) and the services (``limits_service``,
+One :class:`~ds01spawner.limits.file.LimitsStore` per limits file and process, made at first use
+(in the hub by ``startup.check_config`` while it starts, so that the version good at start is
+the last good one). Shared by the spawner (``limit_steps``) and the services (``limits_service``,
 ``session_api``, ``admin.service``, the culler), so it imports neither side: only ``limits``
 and ``identity``.
 """
@@ -10,7 +10,7 @@ and ``identity``.
 from __future__ import annotations
 
 from ..identity import group_names
-from .model import LimitsStore
+from .file import LimitsStore
 
 _stores: dict[str, LimitsStore] = {}
 

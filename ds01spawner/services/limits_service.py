@@ -35,7 +35,8 @@ from tornado import httpclient, web
 from ..engine.services import ServiceEngine
 from ..errors import DOCKER_ERRORS
 from ..gpus.table import hub_containers_filter, server_containers
-from ..limits.model import KEYS, LimitsError, explain, format_limit
+from ..limits.model import KEYS, LimitsError, format_limit
+from ..limits.resolve import explain
 from ..limits.store import limits_store, unix_groups
 from ..limits.usage import usage_of
 from .images_api import ImagesAPI

@@ -24,7 +24,8 @@ from urllib.parse import quote
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
 
-from ..limits.model import KEYS, LimitsError, explain, format_limit
+from ..limits.model import KEYS, LimitsError, format_limit
+from ..limits.resolve import explain
 from ..limits.store import limits_store
 from .session import culler_record, session_view
 

@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from jupyterhub import orm
 
 from ..errors import user_error
-from ..limits.model import Limits, LimitsError, explain, unmatched_groups
+from ..limits.model import Limits, LimitsError
+from ..limits.resolve import explain, unmatched_groups
 from ..limits.store import limits_store, unix_groups
 
 LIMITS_DOWN_MESSAGE = (

@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ds01spawner.limits.file import LimitsStore, load_limits_file
 from ds01spawner.limits.model import (
     KEYS,
     MIN_SIZE,
@@ -18,16 +19,12 @@ from ds01spawner.limits.model import (
     Limits,
     LimitsError,
     LimitsFile,
-    LimitsStore,
-    explain,
     format_limit,
-    load_limits_file,
     parse_hours,
     parse_limits,
     parse_size,
-    resolve,
-    unmatched_groups,
 )
+from ds01spawner.limits.resolve import explain, resolve, unmatched_groups
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "limits.example.yaml"
 G = 1024**3
