@@ -29,7 +29,7 @@ from ..limits.resolve import explain
 from ..limits.store import limits_store
 from .session import culler_record, session_view
 
-log = logging.getLogger("ds01spawner.services.session")
+log = logging.getLogger("ds01spawner.session")
 _inventory: dict[str, Any] = {}
 
 
