@@ -2,13 +2,13 @@
 
 - The services (culler, CLI, ds01-limits with its APIs, ds01-admin) stand on their own: from
   their entry modules, following the package's own imports transitively (module level *and*
-  inside functions), no chain reaches the spawner side: ``spawner*.py``, ``form.py``,
-  ``pages.py``, ``startup.py``, ``culler/registration.py``, ``jupyterhub.orm`` or
+  inside functions), no chain reaches the hub side: ``spawner/``, ``web/``,
+  ``culler/registration.py``, ``jupyterhub.orm`` or
   ``dockerspawner``. Other packages are not followed: ``jupyterhub.services.auth`` (the
   services' login) loads ``jupyterhub.orm`` itself, which is JupyterHub's business.
 - The benchmarks import nothing from ``tests``.
-- The size rules (modules <= 450 lines, functions <= 80) are written as ``oversized()`` and
-  switched on by ``SIZE_RULES_ENFORCED`` once issue 16's next step has split the big modules.
+- The size rules: modules <= 450 lines (the spawner class's module <= 400), functions <= 80;
+  what is still over is listed in ``SIZE_ALLOWED`` (and must go from it once split).
 """
 
 from __future__ import annotations
@@ -48,9 +48,22 @@ HUB_SIDE_ONLY = {
     ("ds01spawner", "ds01spawner.spawner.spawner.DS01Spawner"),
 }
 
-SIZE_RULES_ENFORCED = False  # issue 16, step 3 switches this on
+SIZE_RULES_ENFORCED = True
 MAX_MODULE_LINES = 450
+MAX_SPAWNER_LINES = 400  # the spawner class's own module
+SPAWNER_MODULE = "ds01spawner/spawner/spawner.py"
 MAX_FUNCTION_LINES = 80
+# Still over at the end of issue 16 (listed, so that nothing else grows past the rules; each
+# entry goes when its module is split): "<path>" for a module, "<path> <function>" for a function.
+SIZE_ALLOWED = {
+    "ds01spawner/culler/cycle.py",
+    "ds01spawner/culler/cycle.py _look",
+    "ds01spawner/culler/decision.py decide",
+    "ds01spawner/culler/signals.py",
+    "ds01spawner/images/context.py",
+    "ds01spawner/images/context.py scan",
+    "ds01spawner/spawner/image_steps.py",
+}
 
 
 def module_path(name: str, root: Path = ROOT) -> Path | None:
@@ -184,7 +197,8 @@ def oversized(
         rel = path.relative_to(root)
         source = path.read_text()
         lines = source.count("\n")
-        if lines > max_module:
+        limit = min(max_module, MAX_SPAWNER_LINES) if str(rel) == SPAWNER_MODULE else max_module
+        if lines > limit:
             found.append(f"{rel}: {lines} lines")
         for node in ast.walk(ast.parse(source, str(path))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -200,7 +214,34 @@ def test_the_size_check_measures_modules_and_functions():
     assert any(" explain: " in line for line in found)
 
 
-@pytest.mark.skipif(not SIZE_RULES_ENFORCED, reason="switched on by issue 16's next step")
+_MODULE_LINE = re.compile(r"^(?P<path>[^:]+): \d+ lines$")
+_FUNCTION_LINE = re.compile(r"^(?P<path>[^:]+):\d+ (?P<name>\w+): \d+ lines$")
+
+
+def size_key(line: str) -> str:
+    """``SIZE_ALLOWED``'s key of an ``oversized()`` line: "<path>" or "<path> <function>"."""
+    m = _MODULE_LINE.match(line)
+    if m:
+        return m["path"]
+    m = _FUNCTION_LINE.match(line)
+    assert m, line
+    return f"{m['path']} {m['name']}"
+
+
+@pytest.mark.skipif(not SIZE_RULES_ENFORCED, reason="switched off")
 def test_modules_and_functions_are_small():
-    found = oversized()
+    found = [line for line in oversized() if size_key(line) not in SIZE_ALLOWED]
     assert not found, "\n".join(found)
+
+
+def test_the_size_allow_list_has_no_stale_entries():
+    """An entry whose module or function is small now goes from SIZE_ALLOWED."""
+    over = {size_key(line) for line in oversized()}
+    assert not SIZE_ALLOWED - over, sorted(SIZE_ALLOWED - over)
+
+
+def test_the_spawner_module_has_the_stricter_limit():
+    found = oversized(max_module=10_000)
+    assert all(not line.startswith(SPAWNER_MODULE + ":") for line in found)
+    lines = (ROOT / SPAWNER_MODULE).read_text().count("\n")
+    assert lines <= MAX_SPAWNER_LINES, f"{SPAWNER_MODULE}: {lines} lines"
