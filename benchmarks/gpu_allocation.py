@@ -480,7 +480,7 @@ def _trace(name, enter, leave):
 
 
 _trace("start", "start", None)
-_trace("create_object", "wants_lock", None)
+_trace("allocate_and_create", "wants_lock", None)
 _trace("_ds01_containers", "locked", "listed")
 _trace("_assign_gpus", None, "decided")
 _trace("_create_container", None, "created")

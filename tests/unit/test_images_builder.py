@@ -493,7 +493,7 @@ def test_delete_user_images_keeps_images_in_use():
 def test_build_lines_become_progress_events(monkeypatch):
     from types import SimpleNamespace
 
-    from ds01spawner.spawner import image_steps as spawner_images
+    from ds01spawner.spawner import build_steps as spawner_images
     from ds01spawner.spawner.image_steps import ImageSteps
     from ds01spawner.spawner.progress import ProgressLog
 

@@ -62,7 +62,6 @@ SIZE_ALLOWED = {
     "ds01spawner/culler/signals.py",
     "ds01spawner/images/context.py",
     "ds01spawner/images/context.py scan",
-    "ds01spawner/spawner/image_steps.py",
 }
 
 
