@@ -21,11 +21,9 @@ from ..images.builder import (
     BuildTimeout,
     EngineError,
 )
-from ..images.context import (
-    ContextChanged,
-    write_tar,
-)
+from ..images.context import ContextChanged
 from ..images.tags import split_ref
+from ..images.tarball import write_tar
 from ..projects.files import ProjectFileError, write_project_file
 
 DIGEST_LABEL = "ds01.image.digest"

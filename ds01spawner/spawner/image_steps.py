@@ -40,13 +40,13 @@ from ..images.context import (
     ContextTooLarge,
     IgnoreRules,
     Reader,
-    content_digest,
     read_top_file,
     scan,
 )
 from ..images.dockerfile import DockerfileError, check_allowed, parse_dockerfile, shown
 from ..images.dockerfile_rules import extends_layers
 from ..images.tags import TagError, image_ref, split_ref
+from ..images.tarball import content_digest
 from ..logsafe import escape_line, untrusted
 from .build_limits import BuildLimitSteps
 from .build_steps import DIGEST_LABEL, MAX_DOCKERFILE, BuildSteps

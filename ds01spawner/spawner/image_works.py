@@ -18,7 +18,7 @@ from typing import Any
 
 from ..images import compat
 from ..images.builder import ImageBuilder
-from ..images.context import FileHashCache
+from ..images.tarball import FileHashCache
 
 
 class ImageWorks:

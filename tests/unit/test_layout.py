@@ -59,7 +59,6 @@ SIZE_ALLOWED = {
     "ds01spawner/culler/cycle.py",
     "ds01spawner/culler/cycle.py _look",
     "ds01spawner/culler/decision.py decide",
-    "ds01spawner/images/context.py",
     "ds01spawner/images/context.py scan",
 }
 
