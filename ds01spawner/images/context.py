@@ -226,17 +226,7 @@ def scan(
                 if reader and not reader.can_read(st):
                     unreadable.append(path)
                     continue
-                entries.append(
-                    Entry(
-                        path,
-                        "file",
-                        st.st_mode & 0o7777,
-                        size=st.st_size,
-                        mtime=int(st.st_mtime),
-                        ident=(st.st_dev, st.st_ino),
-                        key=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns),
-                    )
-                )
+                entries.append(_file_entry(path, st))
                 total += st.st_size
                 by_top[path.split("/", 1)[0] + ("/" if "/" in path else "")] += st.st_size
             # sockets, fifos and devices are never part of a context
@@ -251,6 +241,27 @@ def scan(
         walk(root, "", 0)
     finally:
         os.close(root)
+    _check_scanned(unreadable, total, limit_bytes, by_top)
+    entries.sort(key=lambda e: e.path)
+    return Snapshot(entries, total)
+
+
+def _file_entry(path: str, st: os.stat_result) -> Entry:
+    return Entry(
+        path,
+        "file",
+        st.st_mode & 0o7777,
+        size=st.st_size,
+        mtime=int(st.st_mtime),
+        ident=(st.st_dev, st.st_ino),
+        key=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns),
+    )
+
+
+def _check_scanned(
+    unreadable: list[str], total: int, limit_bytes: int, by_top: Counter[str]
+) -> None:
+    """ContextError for unreadable files, ContextTooLarge over the limit (after the walk)."""
     if unreadable:
         more = f" (and {len(unreadable) - 5} more)" if len(unreadable) > 5 else ""
         raise ContextError(
@@ -267,8 +278,6 @@ def scan(
             f"{', '.join(d + '/' for d in DEFAULT_EXCLUDES)} are left out already, so data "
             f"kept there is always available in /workspace without being built in."
         )
-    entries.sort(key=lambda e: e.path)
-    return Snapshot(entries, total)
 
 
 def _changed_sentence(path: str) -> str:
