@@ -1,7 +1,7 @@
 """Limit steps of a spawn: resolve the user's limits, check the request before the lock.
 
 A mixin of DS01Spawner. The checks that depend on what the user already runs (servers, GPU
-equivalents) happen in ``spawner_gpus.allocate_and_create``, under the hub's allocation lock,
+equivalents) happen in ``gpu_steps.allocate_and_create``, under the hub's allocation lock,
 so two launches of one user can never both pass.
 """
 

@@ -66,7 +66,7 @@ class ServerSteps:
 
     async def _create_and_start(self, plan: LaunchPlan, phases: LaunchPhases) -> tuple[str, int]:
         """The image is there; a stale server of the same name goes; devices and server are
-        made atomically (spawner_gpus); the identity files go in; the server starts."""
+        made atomically (gpu_steps); the identity files go in; the server starts."""
         await self.pull_image(plan.image)
         stale = await self._server_state()
         if stale is not None:

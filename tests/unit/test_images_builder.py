@@ -493,11 +493,11 @@ def test_delete_user_images_keeps_images_in_use():
 def test_build_lines_become_progress_events(monkeypatch):
     from types import SimpleNamespace
 
-    from ds01spawner.spawner import build_steps as spawner_images
+    from ds01spawner.spawner import build_steps
     from ds01spawner.spawner.image_steps import ImageSteps
     from ds01spawner.spawner.progress import ProgressLog
 
-    monkeypatch.setattr(spawner_images, "MAX_PROGRESS_LINES", 3)
+    monkeypatch.setattr(build_steps, "MAX_PROGRESS_LINES", 3)
 
     async def main():
         fake = SimpleNamespace(progress_log=ProgressLog())
