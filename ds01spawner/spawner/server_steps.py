@@ -10,6 +10,8 @@ import asyncio
 import functools
 from datetime import datetime, timezone
 
+import docker
+
 from ..engine.base import PENDING, CreateRequest, Placement, ServerState
 from ..errors import DOCKER_ERRORS, user_error
 from ..gpus.allocator import equivalents
@@ -211,8 +213,8 @@ class ServerSteps:
     async def _check_alive(self) -> None:
         """Raise ServerExited when our container has stopped (used while it starts)."""
         state = await self.engine.state(self.object_id)
-        if state is None:
-            raise ServerExited(None, await self._output_tail(10))
+        if state is None:  # removed behind our back: an engine error, as before the seam
+            raise docker.errors.NotFound(f"Container {self.object_name} is gone")
         if not state.running and not (
             state.status == PENDING and not self.engine.creates_then_starts
         ):
