@@ -144,7 +144,7 @@ c.DS01Spawner.audit_log_file = os.path.join(state_dir, "audit.jsonl")
 # own; c.DS01Spawner.options_form_template replaces it. Images users may pick instead of their
 # project's Dockerfile: c.DS01Spawner.offered_images = {"ds01/base:latest": "Python 3, JupyterLab"}
 # configure_pages puts DS01's home page (projects, GPUs, runtime left, Retire) in front.
-from ds01spawner.pages import configure_pages  # noqa: E402
+from ds01spawner.web.pages import configure_pages  # noqa: E402
 
 configure_pages(c)
 
@@ -153,7 +153,7 @@ configure_pages(c)
 # work (NVML failing, a bad simulated_gpus list). Keep this at the end of the file.
 # Also registers the ds01-limits service: `check limits` as JSON at
 # /services/ds01-limits/api/limits (docs/limits.md), and the ds01-culler service.
-from ds01spawner.startup import check_config, configure_services  # noqa: E402
+from ds01spawner.spawner.startup import check_config, configure_services  # noqa: E402
 
 check_config(c)
 configure_services(c, port=port + 2)

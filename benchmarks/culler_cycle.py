@@ -106,7 +106,7 @@ class MemoryEngine:
     """Docker as the culler sees it, in memory: one running container per server."""
 
     def __init__(self, servers: list[str], prefix: str, stub_port: int, ws: Path, gpus: list):
-        from ds01spawner.names import container_name
+        from ds01spawner.projects.names import container_name
 
         self.calls = 0
         self.rows, self.inspects = [], {}

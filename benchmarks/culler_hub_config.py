@@ -12,7 +12,7 @@ sys.path.insert(0, repo)
 
 from benchmarks.culler_cycle import NoopSpawner  # noqa: E402
 from ds01spawner.culler.registration import SCOPES  # noqa: E402
-from ds01spawner.startup import configure_services  # noqa: E402
+from ds01spawner.spawner.startup import configure_services  # noqa: E402
 
 c.JupyterHub.spawner_class = NoopSpawner
 c.NoopSpawner.stub_port = int(os.environ["DS01_BENCH_STUB_PORT"])

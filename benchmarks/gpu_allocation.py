@@ -440,7 +440,7 @@ load_subconfig({base!r})  # noqa: F821
 
 import inspect
 
-from ds01spawner.spawner import DS01Spawner
+from ds01spawner.spawner.spawner import DS01Spawner
 
 
 def _mark(self, event):
@@ -480,7 +480,7 @@ def _trace(name, enter, leave):
 
 
 _trace("start", "start", None)
-_trace("create_object", "wants_lock", None)
+_trace("allocate_and_create", "wants_lock", None)
 _trace("_ds01_containers", "locked", "listed")
 _trace("_assign_gpus", None, "decided")
 _trace("_create_container", None, "created")

@@ -64,7 +64,7 @@ from benchmarks.common import (  # noqa: E402
     wait_for,
 )
 from benchmarks.spawn_latency import docker_time  # noqa: E402
-from ds01spawner.names import container_name  # noqa: E402
+from ds01spawner.projects.names import container_name  # noqa: E402
 
 IMAGE = "ds01/base:latest"
 PREFIX = "ds01qbench"  # every container this script makes starts with this (then the run id)
@@ -89,7 +89,7 @@ load_subconfig({base!r})  # noqa: F821
 c.DS01Spawner.gpu_queue_recheck_seconds = {recheck!r}
 
 if {trace!r}:
-    from ds01spawner.spawner import DS01Spawner
+    from ds01spawner.spawner.spawner import DS01Spawner
 
     _listing = DS01Spawner._ds01_containers
 

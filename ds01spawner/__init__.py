@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .spawner import DS01Spawner
+    from .spawner.spawner import DS01Spawner
 
 __all__ = ["DS01Spawner"]
 __version__ = "0.1.0"
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name == "DS01Spawner":
-        from .spawner import DS01Spawner
+        from .spawner.spawner import DS01Spawner
 
         return DS01Spawner
     raise AttributeError(f"module 'ds01spawner' has no attribute {name!r}")

@@ -4,7 +4,7 @@
     python scripts/gen_config_docs.py --check   # exit 1 when the file is stale
 
 Names, types, defaults and help texts come from the classes themselves: the settings DS01Spawner
-and its DS01 mixins (``ds01spawner.spawner_*``) define, and the inherited settings whose default
+and its DS01 mixins (``ds01spawner.spawner.*``) define, and the inherited settings whose default
 they change (their ``@default`` generators). Only the one-line notes below are written by hand.
 """
 
@@ -186,7 +186,7 @@ def render() -> str:
         "",
     ]
     for cls in ds01_classes():
-        if cls is not DS01Spawner:
+        if cls.__name__ not in ("DS01Spawner", "SpawnerSettings"):  # the class's own section
             if not class_config_traits(cls):
                 continue
             title = MIXIN_SECTIONS.get(cls.__name__, cls.__name__)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from ..limits import KEYS, LimitsError, parse_limits
+from ..limits.model import KEYS, LimitsError, parse_limits
 
 
 class ExemptionError(ValueError):

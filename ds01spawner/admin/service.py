@@ -32,18 +32,20 @@ from tornado import httpclient, web
 
 from .. import audit
 from ..culler.state import read_for_page
-from ..docker_engine import Engine
+from ..engine.services import ServiceEngine
 from ..errors import DOCKER_ERRORS
 from ..gpus import InventoryError, make_inventory
 from ..gpus.table import hub_containers_filter, server_containers
-from ..limits import KEYS, LimitsError, explain, load_limits_file
-from ..limits_store import limits_store
-from ..service_signals import run_until_signalled
+from ..limits.file import load_limits_file
+from ..limits.model import KEYS, LimitsError
+from ..limits.resolve import explain
+from ..limits.store import limits_store
+from ..services.signals import run_until_signalled
 from .exemptions import ExemptionError, grant
 from .views import gpu_rows, gpu_summary, queue_rows, user_rows
 
 SERVICE_NAME = "ds01-admin"
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "web" / "templates"
 ACTIONS = ("retire", "exempt", "reload-limits")
 
 
@@ -57,7 +59,7 @@ class Context:
         self.queue_file = env.get("DS01_GPU_QUEUE_FILE", "")
         self.culler_state = env.get("DS01_CULLER_STATE_FILE", "")
         self.respect_foreign = env.get("DS01_GPUS_BUSY_OUTSIDE", "1") == "1"
-        self.engine = Engine(env.get("DS01_DOCKER_HOST") or None)
+        self.engine = ServiceEngine(env.get("DS01_DOCKER_HOST") or None)
         self.audit = audit.from_environment(env)
         self.inventory_error = ""
         try:
@@ -263,7 +265,7 @@ class MetricsHandler(AdminHandler):
 
 def render_metrics(gpus: list[dict], containers: list[dict]) -> bytes:
     """Prometheus text of the current state, from the GPU map rows and container labels."""
-    from ..quota import usage_of
+    from ..limits.usage import usage_of
 
     registry = CollectorRegistry()
     devices = Gauge(

@@ -11,8 +11,8 @@ from ..durations import left
 from ..gpus.allocator import busy_outside
 from ..gpus.model import Device, DeviceUsage
 from ..gpus.table import holders
-from ..limits import Limits
-from ..quota import usage_of
+from ..limits.model import Limits
+from ..limits.usage import usage_of
 
 
 def _time(value: Any) -> datetime | None:

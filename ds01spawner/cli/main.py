@@ -15,7 +15,7 @@ import threading
 import time
 import webbrowser
 
-from ..names import project_name_problem
+from ..projects.names import project_name_problem
 from . import config
 from .client import HubClient, HubError
 from .output import Out, gpus

@@ -20,21 +20,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ..audit import AuditLog, NoAuditLog, mark_retire
 from ..errors import DOCKER_ERRORS
 from ..gpus.table import hub_containers_filter, server_containers
-from ..limits import Limits, LimitsError, explain
-from ..limits_store import limits_store, unix_groups
-from ..names import container_name
+from ..limits.model import LimitsError
 from . import notices as project_notices
-from .decision import IDLE, Decision, Server, Settings, Signals, decide, span
+from .decision import IDLE, Server, Settings, Signals, decide, span
+from .parts import LimitsSource, ProjectFolders, Report, _Seen  # noqa: F401  (cycle.<name>)
+from .reading import SignalReading
 from .signals import (
-    GPU_BUSY,
-    GPU_UNKNOWN,
     CgroupCpu,
     Container,
     CpuMeter,
@@ -44,9 +41,7 @@ from .signals import (
     HubServer,
     KernelsAPI,
     SignalError,
-    cpu_sample,
     gpu_demand,
-    parse_container,
     utcnow,
 )
 from .state import ServerRecord, State, iso
@@ -54,71 +49,7 @@ from .state import ServerRecord, State, iso
 EVENT = "culler event:"
 
 
-class LimitsSource:
-    """The users' effective limits from the spawner's limits file (the same file, the same
-    resolution and the same hot reload as at launch). No file: unlimited, nobody is culled."""
-
-    def __init__(self, path: str, unix_groups: bool = False, log: Any = None) -> None:
-        self.path = path
-        self.unix_groups = unix_groups
-        self.log = log or logging.getLogger("ds01spawner.culler")
-        self._doc = None
-
-    def refresh(self) -> None:
-        """Read the file when it changed (once per cycle; blocking: call it in a thread).
-        LimitsError when there has never been a good version."""
-        if not self.path:
-            return
-        self._doc = limits_store(self.path, self.log).current()
-
-    def resolve(self, user: str, groups: tuple[str, ...], now: datetime) -> Limits:
-        if not self.path:
-            return Limits.unlimited()
-        if self._doc is None:
-            raise LimitsError([])
-        names = set(groups)
-        if self.unix_groups:
-            names.update(unix_groups(user))
-        return explain(user, sorted(names), self._doc, now).limits
-
-
-class ProjectFolders:
-    """The project folder on the host: keep-alive age and notices (see notices.py)."""
-
-    def keep_alive(self, folder: str) -> datetime | None:
-        return project_notices.keep_alive_mtime(folder)
-
-    def notify(self, folder: str, uid: int, gid: int, line: str) -> None:
-        project_notices.append_notice(folder, uid, gid, line)
-
-
-@dataclass
-class Report:
-    """What one cycle did, for the log and the benchmark."""
-
-    servers: int = 0
-    warned: int = 0
-    retired: int = 0
-    kept_unknown: int = 0  # over the idle limit as far as seen, kept because a signal failed
-    errors: list[str] = field(default_factory=list)
-    hub_calls: int = 0
-    kernel_calls: int = 0
-    docker_calls: int = 0
-    seconds: float = 0.0
-    ok: bool = True  # False when the hub could not be asked: nothing was decided
-
-
-@dataclass
-class _Seen:
-    """One server's signals and decision in this cycle."""
-
-    hub: HubServer
-    record: ServerRecord | None = None
-    decision: Decision | None = None
-    container: Container | None = None
-
-
-class Culler:
+class Culler(SignalReading):
     def __init__(
         self,
         *,
@@ -320,64 +251,18 @@ class Culler:
         unknown: set[str] = set()
         busy: set[str] = set()
         kernel_activity = keep_alive = None
-        raw = by_name.get(container_name(hs.user, hs.name, self.prefix)) if docker_ok else None
-        container = None
-        if raw is not None and raw.get("State") == "running":
-            try:
-                container = await self._container(raw["Id"])
-            except DOCKER_ERRORS as e:
-                self._once(hs.key, "inspect", f"Cannot inspect the container of {hs.key}: {e}")
+        container = await self._running_container(hs, by_name, docker_ok)
         if container is None:
             unknown |= {"kernels", "cpu", "keep_alive", "gpu"}
         else:
             seen.container = container
-            try:
-                cores = self.cpu.update(container.id, await self._thread(self._cpu, container))
-            except DOCKER_ERRORS as e:
-                self._once(hs.key, "cpu", f"Cannot read the CPU use of {hs.key}: {e}")
-                cores = None
-            if cores is None:
-                unknown.add("cpu")
-            elif cores >= self.cpu_busy_cores:
-                busy.add("cpu")
-            if container.server_url:
-                try:
-                    k = await self.kernels.kernels(container.server_url, container.server_token)
-                    kernel_activity = k.last_activity
-                    if k.busy:
-                        busy.add("kernels")
-                except SignalError as e:
-                    self._once(hs.key, "kernels", f"Cannot read the kernels of {hs.key}: {e}")
-                    unknown.add("kernels")
-            else:
-                unknown.add("kernels")
-            if container.workspace:
-                try:
-                    keep_alive = await self._thread(self.folders.keep_alive, container.workspace)
-                except OSError as e:
-                    self._once(hs.key, "keep_alive", f"No keep-alive check for {hs.key}: {e}")
-                    unknown.add("keep_alive")
-            else:
-                unknown.add("keep_alive")
-            gpu = self.gpus.state_of(container.gpus, hs.started, now)
-            if gpu == GPU_BUSY:
-                busy.add("gpu")
-            elif gpu == GPU_UNKNOWN:
-                unknown.add("gpu")
-
-        if container is not None:
+            kernel_activity, keep_alive = await self._read_signals(
+                hs, container, now, unknown, busy
+            )
             self._signals_ok(hs.key, {"inspect", "cpu", "kernels", "keep_alive"} - unknown)
         project = (container.project if container else "") or hs.name or "default"
-        if not limits_ok:
-            seen.record = prev
-            return seen
-        try:
-            if self.limits.unix_groups:  # NSS may ask LDAP: off the event loop
-                limits = await self._thread(self.limits.resolve, hs.user, hs.groups, now)
-            else:
-                limits = self.limits.resolve(hs.user, hs.groups, now)
-        except (LimitsError, OSError, KeyError) as e:
-            self.log.warning("No limits for %s (%s); kept", hs.key, e)
+        limits = await self._limits_of(hs, now) if limits_ok else None
+        if limits is None:
             seen.record = prev
             return seen
         server = Server(
@@ -424,20 +309,6 @@ class Culler:
             note=decision.note,
         )
         return seen
-
-    def _cpu(self, container: Container) -> tuple[datetime, int] | None:
-        """(when, CPU ns) of a container: from its cgroup (fast), else from Docker's stats."""
-        if container.pid and self.cgroups is not None:
-            ns = self.cgroups.read(container.pid)
-            if ns is not None:
-                return self.clock(), ns
-        return cpu_sample(self.engine.stats(container.id))
-
-    async def _container(self, container_id: str) -> Container:
-        if container_id not in self._containers:
-            inspect = await self._thread(self.engine.inspect, container_id)
-            self._containers[container_id] = parse_container(inspect)
-        return self._containers[container_id]
 
     # ---- telling and retiring -------------------------------------------------------------------
 

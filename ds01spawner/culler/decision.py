@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from ..limits import Limits
+from ..limits.model import Limits
 
 IDLE = "idle"
 MAX_RUNTIME = "max_runtime"
@@ -219,6 +219,26 @@ def _limit_clock(
     return _Clock(deadline, None, bool(given) and now >= deadline)
 
 
+def _still_given(
+    given: Iterable[Given],
+    idle_limit: timedelta | None,
+    idle_since: datetime,
+    run_limit: timedelta | None,
+    started: datetime,
+) -> tuple[list[Given], list[Given]]:
+    """The warnings in force that still hold (same limit, same idle stretch or run), and the
+    ones cleared (the user came back, or the limit went)."""
+    kept: list[Given] = []
+    cleared: list[Given] = []
+    for g in given:
+        if g.reason == IDLE:
+            holds = idle_limit is not None and g.since == idle_since
+        else:
+            holds = run_limit is not None and g.since == started
+        (kept if holds else cleared).append(g)
+    return kept, cleared
+
+
 def decide(
     server: Server,
     limits: Limits,
@@ -240,14 +260,7 @@ def decide(
     idle_limit = idle_timeout_of(server, limits, demand, settings)
     run_limit = hours(limits.max_runtime)
 
-    kept: list[Given] = []
-    cleared: list[Given] = []
-    for g in given:
-        if g.reason == IDLE:
-            holds = idle_limit is not None and g.since == idle_since
-        else:
-            holds = run_limit is not None and g.since == server.started
-        (kept if holds else cleared).append(g)
+    kept, cleared = _still_given(given, idle_limit, idle_since, run_limit, server.started)
 
     new: list[Given] = []
     retire: str | None = None
@@ -289,16 +302,10 @@ def decide(
             new.append(clock.due)
         elif clock.expired and retire is None:
             retire = IDLE
-
     if retire is not None:
         new = []  # a warning about the other limit would come after the server is gone
     current = tuple(kept + new)
-    if retire is not None:
-        action = "retire"
-    elif new:
-        action = "warn"
-    else:
-        action = "keep"
+    action = "retire" if retire is not None else "warn" if new else "keep"
     return Decision(
         action=action,
         reason=retire,

@@ -13,7 +13,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
-from ..project_files import ProjectFileError, write_project_file
+from ..projects.files import ProjectFileError, write_project_file
 
 KEEP_ALIVE = ".keep-alive"
 NOTICES = ".ds01/notices.log"

@@ -62,7 +62,7 @@ def register_culler(config: Any, spawner: dict | None = None) -> None:
     path = state_path(config)
     config.DS01Culler.state_file = path
     if spawner is None:
-        from ..settings import spawner_settings  # hub side: reads the spawner's class
+        from ..services.settings import spawner_settings  # hub side: reads the spawner's class
 
         spawner = spawner_settings(config)
     settings = {k: _plain(k, v) for k, v in section.items() if k not in _HUB_ONLY}

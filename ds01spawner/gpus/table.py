@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..names import container_name
+from ..projects.names import container_name
 
 GPU_LABEL = "ds01.gpus"
 EQUIVALENTS_LABEL = "ds01.gpu_equivalents"

@@ -81,7 +81,7 @@ if os.environ.get("DS01_TEST_SUBDOMAINS"):
 for key, value in json.loads(os.environ.get("DS01_TEST_SPAWNER") or "{}").items():
     setattr(c.DS01Spawner, key, value)
 # the shipped config checked its own settings; check what this file changed, as it would
-from ds01spawner.startup import check_config, configure_services  # noqa: E402
+from ds01spawner.spawner.startup import check_config, configure_services  # noqa: E402
 
 check_config(c)
 configure_services(c, port=int(os.environ["DS01_HUB_PORT"]) + 2)

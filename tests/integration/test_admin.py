@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from ds01spawner.audit import EVENTS, read_events, validate_event
-from ds01spawner.limits import load_limits_file
+from ds01spawner.limits.file import load_limits_file
 
 from .hub import ds01_containers, wait_for
 

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ds01spawner.container_spec import ServerSpec, build_container_spec
 from ds01spawner.gpus.simulated import SimulatedInventory, write_state
-from ds01spawner.names import hub_id
+from ds01spawner.projects.names import hub_id
+from ds01spawner.spawner.container_spec import ServerSpec, build_container_spec
 
 from .hub import ds01_containers, wait_for
 

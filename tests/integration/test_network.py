@@ -23,7 +23,7 @@ import secrets
 import pytest
 import requests
 
-from ds01spawner.netguard import chain_name, remove_firewall
+from ds01spawner.spawner.netguard import chain_name, remove_firewall
 
 from .hub import ds01_containers, wait_for
 from .test_images import failure, ready, write_project

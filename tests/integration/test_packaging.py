@@ -22,7 +22,7 @@ import pytest
 
 from .hub import REPO, Hub
 
-TEMPLATES = REPO / "ds01spawner" / "templates"
+TEMPLATES = REPO / "ds01spawner" / "web" / "templates"
 # each page of the package: (who asks, path, status, a text only that template writes)
 PAGES = {
     "ds01_spawn_form.html": ("alice", "/hub/spawn/alice/shipped", 200, 'name="project"'),
@@ -88,7 +88,7 @@ def test_every_template_ships_in_the_wheel_and_every_page_renders(installed, tmp
             check=True,
         ).stdout.strip()
     ).parent
-    missing = sorted(t for t in shipped if not (site / "templates" / t).is_file())
+    missing = sorted(t for t in shipped if not (site / "web" / "templates" / t).is_file())
     assert missing == [], f"templates not in the installed package: {missing}"
     # every page is rendered below; spawn_pending.html needs a launch in progress (the
     # browser tests show it) and admin/base.html is around every admin page

@@ -11,7 +11,7 @@ from ds01spawner.admin.exemptions import ExemptionError, add_exemption, grant
 from ds01spawner.admin.service import render_metrics
 from ds01spawner.admin.views import gpu_rows, gpu_summary, user_rows
 from ds01spawner.gpus.model import Device, DeviceUsage
-from ds01spawner.limits import Limits, parse_limits
+from ds01spawner.limits.model import Limits, parse_limits
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "limits.example.yaml"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ds01spawner.container_spec import (
+from ds01spawner.spawner.container_spec import (
     START_SCRIPT,
     ServerSpec,
     SpecError,

@@ -18,7 +18,7 @@ from ds01spawner.culler.cycle import EVENT, Culler, LimitsSource
 from ds01spawner.culler.signals import GpuMeter, HubServer, Kernels, SignalError
 from ds01spawner.culler.state import State, read_for_page
 from ds01spawner.gpus.simulated import SimulatedInventory, write_state
-from ds01spawner.names import container_name
+from ds01spawner.projects.names import container_name
 
 T = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 M = timedelta(minutes=1)

@@ -15,7 +15,8 @@ from ds01spawner.culler.decision import (
     decide,
     span,
 )
-from ds01spawner.limits import Exemption, Limits, LimitsFile, explain
+from ds01spawner.limits.model import Exemption, Limits, LimitsFile
+from ds01spawner.limits.resolve import explain
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)

@@ -40,7 +40,7 @@ from ds01spawner.culler.state import (
     state_path,
 )
 from ds01spawner.gpus.simulated import SimulatedInventory, write_state
-from ds01spawner.project_files import ProjectFileError
+from ds01spawner.projects.files import ProjectFileError
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)

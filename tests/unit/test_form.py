@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ds01spawner.form import (
+from ds01spawner.gpus.model import Device
+from ds01spawner.limits.model import Limits
+from ds01spawner.web.form import (
     NEW_PROJECT,
     OptionsError,
     gpu_offer,
@@ -13,8 +15,6 @@ from ds01spawner.form import (
     parse_gpu_choice,
     validate_user_options,
 )
-from ds01spawner.gpus.model import Device
-from ds01spawner.limits import Limits
 
 TEMPLATES = ("empty", "python-ml")
 IMAGES = ("ds01/base:latest", "ds01/torch:2")
@@ -203,7 +203,7 @@ def test_limits_lines():
 
 def test_gpu_amounts_read_as_people_write_them():
     from ds01spawner.cli.output import gpus
-    from ds01spawner.form import human
+    from ds01spawner.web.form import human
 
     for f in (human, gpus):
         assert [f(x) for x in (0.2143, 0.5, 2.0, 0.2857, 0.0, 1 / 3)] == [

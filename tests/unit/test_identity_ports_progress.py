@@ -4,8 +4,8 @@ import pwd
 import pytest
 
 from ds01spawner.identity import IdentityError, resolve_identity
-from ds01spawner.ports import PortPool
-from ds01spawner.progress import ProgressLog
+from ds01spawner.spawner.ports import PortPool
+from ds01spawner.spawner.progress import ProgressLog
 
 
 def test_user_without_account_gets_the_fallback():
@@ -75,7 +75,7 @@ def test_the_docker_client_is_made_once_however_many_threads_ask(monkeypatch):
 
     import dockerspawner.dockerspawner as ds
 
-    from ds01spawner.spawner import DS01Spawner
+    from ds01spawner.spawner.spawner import DS01Spawner
 
     made = []
 

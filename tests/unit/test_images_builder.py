@@ -493,11 +493,11 @@ def test_delete_user_images_keeps_images_in_use():
 def test_build_lines_become_progress_events(monkeypatch):
     from types import SimpleNamespace
 
-    from ds01spawner import spawner_images
-    from ds01spawner.progress import ProgressLog
-    from ds01spawner.spawner_images import ImageSteps
+    from ds01spawner.spawner import build_steps
+    from ds01spawner.spawner.image_steps import ImageSteps
+    from ds01spawner.spawner.progress import ProgressLog
 
-    monkeypatch.setattr(spawner_images, "MAX_PROGRESS_LINES", 3)
+    monkeypatch.setattr(build_steps, "MAX_PROGRESS_LINES", 3)
 
     async def main():
         fake = SimpleNamespace(progress_log=ProgressLog())
@@ -534,7 +534,7 @@ def test_build_lines_become_progress_events(monkeypatch):
 
 
 def test_steps_are_shown_as_the_user_wrote_the_dockerfile():
-    from ds01spawner.spawner_images import ImageSteps
+    from ds01spawner.spawner.image_steps import ImageSteps
 
     assert ImageSteps.shown_step("Step 2/3 : RUN make") == "Step 2/2 : RUN make"
     assert ImageSteps.shown_step("Step 3/3 : LABEL ds01.image.digest=" + "a" * 64) is None

@@ -10,16 +10,14 @@ from ds01spawner.images.context import (
     ContextChanged,
     ContextError,
     ContextTooLarge,
-    FileHashCache,
     IgnoreRules,
     Reader,
     compile_pattern,
-    content_digest,
     parse_dockerignore,
     read_top_file,
     scan,
-    write_tar,
 )
+from ds01spawner.images.tarball import FileHashCache, content_digest, write_tar
 
 BIG = 1 << 30
 

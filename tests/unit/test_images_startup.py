@@ -3,7 +3,7 @@
 import pytest
 from traitlets.config import Config
 
-from ds01spawner.startup import ConfigCheckError, check_config
+from ds01spawner.spawner.startup import ConfigCheckError, check_config
 
 
 def test_default_start_timeout_covers_the_build():

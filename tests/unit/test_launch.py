@@ -4,10 +4,10 @@ import dataclasses
 
 import pytest
 
-from ds01spawner.form import STANDARD_IMAGE, LaunchOptions
 from ds01spawner.gpus.allocator import GpuRequest
 from ds01spawner.identity import Identity
-from ds01spawner.launch import (
+from ds01spawner.limits.model import Limits
+from ds01spawner.spawner.launch import (
     IMAGE_BASE,
     IMAGE_DOCKERFILE,
     IMAGE_OFFERED,
@@ -17,7 +17,7 @@ from ds01spawner.launch import (
     image_choice,
     launch_plan,
 )
-from ds01spawner.limits import Limits
+from ds01spawner.web.form import STANDARD_IMAGE, LaunchOptions
 
 
 def plan_for(options: LaunchOptions):

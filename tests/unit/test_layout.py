@@ -2,13 +2,13 @@
 
 - The services (culler, CLI, ds01-limits with its APIs, ds01-admin) stand on their own: from
   their entry modules, following the package's own imports transitively (module level *and*
-  inside functions), no chain reaches the spawner side: ``spawner*.py``, ``form.py``,
-  ``pages.py``, ``startup.py``, ``culler/registration.py``, ``jupyterhub.orm`` or
+  inside functions), no chain reaches the hub side: ``spawner/``, ``web/``,
+  ``culler/registration.py``, ``jupyterhub.orm`` or
   ``dockerspawner``. Other packages are not followed: ``jupyterhub.services.auth`` (the
   services' login) loads ``jupyterhub.orm`` itself, which is JupyterHub's business.
 - The benchmarks import nothing from ``tests``.
-- The size rules (modules <= 450 lines, functions <= 80) are written as ``oversized()`` and
-  switched on by ``SIZE_RULES_ENFORCED`` once issue 16's next step has split the big modules.
+- The size rules: modules <= 450 lines (the spawner class's module <= 400), functions <= 80;
+  what is still over is listed in ``SIZE_ALLOWED`` (and must go from it once split).
 """
 
 from __future__ import annotations
@@ -30,27 +30,33 @@ SERVICE_ENTRIES = (
     "ds01spawner.culler.service",
     "ds01spawner.cli.__main__",
     "ds01spawner.cli.main",
-    "ds01spawner.limits_service",
-    "ds01spawner.session_api",
-    "ds01spawner.images_api",
-    "ds01spawner.projects_api",
+    "ds01spawner.services.limits_service",
+    "ds01spawner.services.session_api",
+    "ds01spawner.services.images_api",
+    "ds01spawner.services.projects_api",
     "ds01spawner.admin.__main__",
     "ds01spawner.admin.service",
 )
 # The spawner side: the hub process's modules (mixins, pages) and what only the hub has.
-FORBIDDEN_OWN = re.compile(
-    r"^ds01spawner\.(spawner(_\w+)?|form|pages|startup|culler\.registration)$"
-)
+FORBIDDEN_OWN = re.compile(r"^ds01spawner\.((spawner|web)(\.\w+)*|culler\.registration)$")
 FORBIDDEN_OTHERS = ("jupyterhub.orm", "dockerspawner")
 # Lazy imports that run in the hub process only, never in a service: (importer, imported).
 HUB_SIDE_ONLY = {
     # ``ds01spawner.DS01Spawner``: the package's __getattr__, used by the hub's config alone
     ("ds01spawner", "ds01spawner.spawner"),
+    ("ds01spawner", "ds01spawner.spawner.spawner"),
+    ("ds01spawner", "ds01spawner.spawner.spawner.DS01Spawner"),
 }
 
-SIZE_RULES_ENFORCED = False  # issue 16, step 3 switches this on
+SIZE_RULES_ENFORCED = True
 MAX_MODULE_LINES = 450
+MAX_SPAWNER_LINES = 400  # the spawner class's own module
+SPAWNER_MODULE = "ds01spawner/spawner/spawner.py"
 MAX_FUNCTION_LINES = 80
+# Modules or functions allowed over the rules, each with the reason: "<path>" for a module,
+# "<path> <function>" for a function. Empty since issue 16 split the last ones; an entry whose
+# code is back under the rules fails test_the_size_allow_list_has_no_stale_entries.
+SIZE_ALLOWED: set[str] = set()
 
 
 def module_path(name: str, root: Path = ROOT) -> Path | None:
@@ -152,9 +158,10 @@ def test_services_import_nothing_of_the_spawner_side(entry):
 
 def test_the_import_check_finds_a_chain_when_there_is_one():
     """The check itself: the hub's config module reaches the spawner, and says how."""
-    chains = forbidden_chains("ds01spawner.startup")
+    chains = forbidden_chains("ds01spawner.spawner.startup")
     assert chains, "startup.py no longer reaches the spawner side: pick another control"
-    assert all(chain[0] == "ds01spawner.startup" and forbidden(chain[-1]) for chain in chains)
+    entry = "ds01spawner.spawner.startup"
+    assert all(chain[0] == entry and forbidden(chain[-1]) for chain in chains)
 
 
 def test_benchmarks_import_nothing_from_tests():
@@ -183,7 +190,8 @@ def oversized(
         rel = path.relative_to(root)
         source = path.read_text()
         lines = source.count("\n")
-        if lines > max_module:
+        limit = min(max_module, MAX_SPAWNER_LINES) if str(rel) == SPAWNER_MODULE else max_module
+        if lines > limit:
             found.append(f"{rel}: {lines} lines")
         for node in ast.walk(ast.parse(source, str(path))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -195,11 +203,38 @@ def oversized(
 
 def test_the_size_check_measures_modules_and_functions():
     found = oversized(max_module=0, max_function=0)
-    assert any(line.startswith("ds01spawner/limits.py: ") for line in found)
+    assert any(line.startswith("ds01spawner/limits/model.py: ") for line in found)
     assert any(" explain: " in line for line in found)
 
 
-@pytest.mark.skipif(not SIZE_RULES_ENFORCED, reason="switched on by issue 16's next step")
+_MODULE_LINE = re.compile(r"^(?P<path>[^:]+): \d+ lines$")
+_FUNCTION_LINE = re.compile(r"^(?P<path>[^:]+):\d+ (?P<name>\w+): \d+ lines$")
+
+
+def size_key(line: str) -> str:
+    """``SIZE_ALLOWED``'s key of an ``oversized()`` line: "<path>" or "<path> <function>"."""
+    m = _MODULE_LINE.match(line)
+    if m:
+        return m["path"]
+    m = _FUNCTION_LINE.match(line)
+    assert m, line
+    return f"{m['path']} {m['name']}"
+
+
+@pytest.mark.skipif(not SIZE_RULES_ENFORCED, reason="switched off")
 def test_modules_and_functions_are_small():
-    found = oversized()
+    found = [line for line in oversized() if size_key(line) not in SIZE_ALLOWED]
     assert not found, "\n".join(found)
+
+
+def test_the_size_allow_list_has_no_stale_entries():
+    """An entry whose module or function is small now goes from SIZE_ALLOWED."""
+    over = {size_key(line) for line in oversized()}
+    assert not SIZE_ALLOWED - over, sorted(SIZE_ALLOWED - over)
+
+
+def test_the_spawner_module_has_the_stricter_limit():
+    found = oversized(max_module=10_000)
+    assert all(not line.startswith(SPAWNER_MODULE + ":") for line in found)
+    lines = (ROOT / SPAWNER_MODULE).read_text().count("\n")
+    assert lines <= MAX_SPAWNER_LINES, f"{SPAWNER_MODULE}: {lines} lines"

@@ -11,23 +11,20 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds01spawner.limits import (
+from ds01spawner.limits.file import LimitsStore, load_limits_file
+from ds01spawner.limits.model import (
     KEYS,
     MIN_SIZE,
     Exemption,
     Limits,
     LimitsError,
     LimitsFile,
-    LimitsStore,
-    explain,
     format_limit,
-    load_limits_file,
     parse_hours,
     parse_limits,
     parse_size,
-    resolve,
-    unmatched_groups,
 )
+from ds01spawner.limits.resolve import explain, resolve, unmatched_groups
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "limits.example.yaml"
 G = 1024**3
@@ -509,7 +506,7 @@ def test_there_are_enough_malformed_cases():
 
 
 def test_limits_left_out_of_defaults_take_the_documented_built_in_values():
-    from ds01spawner.limits import BUILTIN_DEFAULTS, BUILTIN_SOURCE, KEYS
+    from ds01spawner.limits.model import BUILTIN_DEFAULTS, BUILTIN_SOURCE, KEYS
 
     assert set(BUILTIN_DEFAULTS) == set(KEYS)  # a new key needs a built-in value
     doc = parse_limits("defaults:\n  max_servers: 3\ngroups:\n  big:\n    cpus: 8\n", "l.yaml")

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jupyterhub.slugs import is_valid_safe_slug
 
-from ds01spawner.names import (
+from ds01spawner.projects.names import (
     InvalidProjectName,
     container_name,
     escape_username,

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from tornado import web
 
-from ds01spawner.netguard import (
+from ds01spawner.spawner.netguard import (
     NetGuardError,
     apply_firewall,
     chain_name,
@@ -18,8 +18,8 @@ from ds01spawner.netguard import (
     socket_inodes,
     top_pids,
 )
-from ds01spawner.ports import PortPool
-from ds01spawner.spawner_network import NetworkSteps
+from ds01spawner.spawner.network_steps import NetworkSteps
+from ds01spawner.spawner.ports import PortPool
 
 # /proc/net/tcp as the kernel writes it: 127.0.0.1:20001 LISTEN (inode 111), 0.0.0.0:20002
 # LISTEN (222), 127.0.0.1:20003 ESTABLISHED (333)
@@ -145,7 +145,7 @@ class _Steps(NetworkSteps):
 
 @pytest.mark.parametrize("ip6tables", [True, False])
 def test_uid_firewall_covers_ipv6_or_fails_closed(monkeypatch, caplog, ip6tables):
-    import ds01spawner.spawner_network as steps
+    import ds01spawner.spawner.network_steps as steps
 
     applied = []
     monkeypatch.setattr(

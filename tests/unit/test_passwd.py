@@ -1,6 +1,6 @@
 """The user's entries in the container's /etc/passwd and /etc/group (passwd.with_user)."""
 
-from ds01spawner.passwd import account_name, with_user
+from ds01spawner.spawner.passwd import account_name, with_user
 
 IMAGE_PASSWD = "root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\n"
 IMAGE_GROUP = "root:x:0:\nusers:x:100:\n"
@@ -35,7 +35,7 @@ def test_home_gets_the_managed_lab_settings_owned_by_the_user():
     import json
     import tarfile
 
-    from ds01spawner.passwd import home_archive
+    from ds01spawner.spawner.passwd import home_archive
 
     tar = tarfile.open(fileobj=io.BytesIO(home_archive("/home/alice", 1234, 100)))
     members = tar.getmembers()
@@ -55,7 +55,7 @@ def test_home_itself_is_in_the_archive_only_when_the_image_lacks_it():
     import io
     import tarfile
 
-    from ds01spawner.passwd import home_archive
+    from ds01spawner.spawner.passwd import home_archive
 
     def names(make_home):
         data = home_archive("/home/alice", 1234, 100, make_home=make_home)
@@ -67,7 +67,7 @@ def test_home_itself_is_in_the_archive_only_when_the_image_lacks_it():
 
 
 def test_lab_settings_are_never_written_at_or_under_a_mount():
-    from ds01spawner.passwd import under_mount
+    from ds01spawner.spawner.passwd import under_mount
 
     mounts = ["/workspace", "/data/shared/"]
     for home in ("/workspace", "/workspace/home", "/data/shared", "/data/shared/u"):

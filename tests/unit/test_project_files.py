@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ds01spawner.project_files import ProjectFileError, read_project_file, write_project_file
+from ds01spawner.projects.files import ProjectFileError, read_project_file, write_project_file
 
 UID, GID = os.getuid(), os.getgid()
 
@@ -77,7 +77,7 @@ def test_fifo_is_refused(tmp_path):
 
 
 def test_make_dirs_refuses_links(tmp_path):
-    from ds01spawner.project_files import make_project_dirs
+    from ds01spawner.projects.files import make_project_dirs
 
     make_project_dirs(tmp_path, "data/raw", UID, GID)
     assert (tmp_path / "data" / "raw").is_dir()

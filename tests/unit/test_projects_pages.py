@@ -7,8 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ds01spawner.pages import ServerFacts, home_rows, left
-from ds01spawner.projects import (
+from ds01spawner.projects.catalog import (
     BUILTIN_TEMPLATES,
     ProjectInfo,
     TemplateError,
@@ -16,7 +15,8 @@ from ds01spawner.projects import (
     check_templates,
     list_projects,
 )
-from ds01spawner.workspace import WorkspaceError
+from ds01spawner.projects.workspace import WorkspaceError
+from ds01spawner.web.pages import ServerFacts, home_rows, left
 
 UID, GID = os.getuid(), os.getgid()
 
@@ -182,7 +182,7 @@ def test_started_is_shown_in_utc_minutes():
 def test_service_links_use_the_services_own_host_under_subdomain_host():
     from types import SimpleNamespace
 
-    from ds01spawner.pages import HomeView
+    from ds01spawner.web.pages import HomeView
 
     limits = SimpleNamespace(
         host="http://ds01-limits--service.localhost:8000", prefix="/services/ds01-limits/"

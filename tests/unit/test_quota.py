@@ -4,8 +4,8 @@ import pytest
 
 from ds01spawner.gpus.allocator import GpuRequest
 from ds01spawner.gpus.model import Device
-from ds01spawner.limits import Limits
-from ds01spawner.quota import (
+from ds01spawner.limits.model import Limits
+from ds01spawner.limits.usage import (
     LimitRefused,
     check_gpu_equivalents,
     check_servers,
@@ -87,7 +87,7 @@ def test_shape_request_per_server_and_whole_gpu_rules():
 
 
 def test_launches_in_progress_count_toward_servers_and_gpus():
-    from ds01spawner.quota import Launches, ServerUse, Usage, with_launches
+    from ds01spawner.limits.usage import Launches, ServerUse, Usage, with_launches
 
     launches = Launches()
     launches.claim("carol", ServerUse("waits", "waits", (), 1.0, True))
@@ -116,7 +116,7 @@ def test_launches_in_progress_count_toward_servers_and_gpus():
 
 
 def test_min_equivalents_is_the_cheapest_fit():
-    from ds01spawner.quota import min_equivalents
+    from ds01spawner.limits.usage import min_equivalents
 
     def dev(uuid, kind, share, profile=None):
         return Device(uuid, uuid, "A100", 40960, kind, None, profile, share)

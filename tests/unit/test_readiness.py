@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from ds01spawner.readiness import ServerExited, port_accepts, wait_until_listening
+from ds01spawner.spawner.readiness import ServerExited, port_accepts, wait_until_listening
 
 
 def free_port() -> int:

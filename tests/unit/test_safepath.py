@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from ds01spawner.safepath import UnsafePath, identity, open_dir, still_there
-from ds01spawner.workspace import WorkspaceError, prepare_workspace
+from ds01spawner.projects.safepath import UnsafePath, identity, open_dir, still_there
+from ds01spawner.projects.workspace import WorkspaceError, prepare_workspace
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="links owned by another uid need root")
 
@@ -142,7 +142,7 @@ def test_control_the_race_does_steer_a_path_that_is_followed(tmp_path):
 def test_mounted_identity_never_follows_a_link_in_the_container(tmp_path):
     """Found in review: an image whose /workspace is a link to an absolute host path made the
     check stat the host folder (resolved from the hub's root), matching whatever was mounted."""
-    from ds01spawner.safepath import mounted_identity
+    from ds01spawner.projects.safepath import mounted_identity
 
     host = tmp_path / "host-folder"
     host.mkdir()

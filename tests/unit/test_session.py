@@ -1,4 +1,4 @@
-"""The session panel's data (ds01spawner/session.py): a pure assembly of hub-side facts."""
+"""The session panel's data (ds01spawner/services/session.py): a pure assembly of hub-side facts."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 from ds01spawner.culler.decision import Given
 from ds01spawner.culler.state import ServerRecord, State
-from ds01spawner.limits import Limits
-from ds01spawner.session import MIG_NO_UTILIZATION, culler_record, session_view
+from ds01spawner.limits.model import Limits
+from ds01spawner.services.session import MIG_NO_UTILIZATION, culler_record, session_view
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 STARTED = NOW - timedelta(minutes=30)
@@ -163,7 +163,7 @@ def test_server_tokens_reach_the_service_and_servers_learn_where_it_is():
     from traitlets.config import Config
 
     from ds01spawner import DS01Spawner
-    from ds01spawner.startup import configure_services
+    from ds01spawner.spawner.startup import configure_services
 
     c = Config()
     c.JupyterHub.load_roles = []

@@ -3,7 +3,7 @@ import os
 import pytest
 from traitlets.config import Config
 
-from ds01spawner.startup import ConfigCheckError, check_config
+from ds01spawner.spawner.startup import ConfigCheckError, check_config
 
 A100 = {"name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960}
 
@@ -73,8 +73,8 @@ def test_without_builds_or_queue_any_timeout_goes():
 def test_services_get_the_spawners_settings_from_whichever_section_set_them():
     from traitlets.config import Config
 
-    from ds01spawner.settings import spawner_settings
-    from ds01spawner.startup import configure_services
+    from ds01spawner.services.settings import spawner_settings
+    from ds01spawner.spawner.startup import configure_services
 
     c = Config()
     c.DockerSpawner.prefix = "parent"

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from ds01spawner.names import InvalidProjectName
-from ds01spawner.workspace import WorkspaceError, prepare_workspace, workspace_root_for
+from ds01spawner.projects.names import InvalidProjectName
+from ds01spawner.projects.workspace import WorkspaceError, prepare_workspace, workspace_root_for
 
 UID, GID = os.getuid(), os.getgid()
 
