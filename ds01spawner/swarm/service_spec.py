@@ -1,6 +1,6 @@
 """Pure builder of the Swarm service that runs one server, from the single-engine container spec.
 
-``service_spec`` takes what :func:`ds01spawner.container_spec.build_container_spec` returns
+``service_spec`` takes what :func:`ds01spawner.spawner.container_spec.build_container_spec` returns
 (keyword arguments for ``APIClient.create_container`` and ``APIClient.create_host_config``), the
 node DS01 chose and the GPU request, and returns keyword arguments for
 ``APIClient.create_service``: ``api.create_service(**service_spec(...))``. No I/O happens here.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ds01spawner.container_spec import START_SCRIPT, ServerSpec, build_container_spec
+from ds01spawner.spawner.container_spec import START_SCRIPT, ServerSpec, build_container_spec
 from ds01spawner.swarm.service_spec import (
     HOST_CONFIG_FIELDS,
     SwarmSpecError,
