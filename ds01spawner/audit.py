@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from .jsonfile import write_json_atomically
+
 log = logging.getLogger("ds01spawner.audit")
 
 ENV_FILE = "DS01_AUDIT_LOG"
@@ -234,10 +236,7 @@ def mark_retire(log_path: str, user: str, server: str, reason: str, actor: str =
     path = _intent_path(log_path, user, server)
     try:
         os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"reason": reason, "actor": actor, "at": time.time()}, f)
-        os.replace(tmp, path)
+        write_json_atomically(path, {"reason": reason, "actor": actor, "at": time.time()})
     except OSError as e:
         log.error("Cannot record why %s/%s is retired: %s", user, server, e)
 

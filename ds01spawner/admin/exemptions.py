@@ -8,12 +8,12 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+from ..jsonfile import write_text_atomically
 from ..limits.model import KEYS, LimitsError, parse_limits
 
 
@@ -114,23 +114,9 @@ def add_exemption(
 
 
 def write_atomically(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` (same folder, same mode), never leaving half a file."""
-    target = Path(path)
-    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Replace ``path`` with ``text`` (same folder, same mode, on disk), never leaving half a
+    file."""
+    write_text_atomically(path, text, mode=None, fsync=True)
 
 
 def grant(
