@@ -24,7 +24,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass
 
-from ..projects.safepath import open_dir
+from ..projects.safepath import DIR_FLAGS, open_dir
 from .dockerignore import (  # noqa: F401  (context.<name>: the build context, one import)
     ALWAYS_SENT,
     DEFAULT_EXCLUDES,
@@ -39,7 +39,7 @@ ALWAYS_EXCLUDED = ".ds01"
 HASH_FORMAT = "ds01-context-1"
 MAX_ENTRIES = 200_000
 MAX_DEPTH = 64
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = DIR_FLAGS
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
 

@@ -17,9 +17,7 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from .safepath import UnsafePath, open_dir
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+from .safepath import DIR_FLAGS, UnsafePath, open_dir
 
 
 class ProjectFileError(OSError):
@@ -34,15 +32,29 @@ def _parts(relpath: str) -> list[str]:
     return list(parts)
 
 
-def _open_dir_chain(
-    project_dir: Path | str, folders: list[str], uid: int, gid: int, dir_mode: int, create: bool
-) -> int:
-    """An fd of ``project_dir/folders...``, made (owned by uid:gid) where missing when
-    ``create``; every component opened without following links. The caller closes it."""
+def _open_project(project_dir: Path | str | int) -> int:
+    """A new descriptor of the project folder: ``project_dir`` walked from / (safepath), or,
+    given an open folder descriptor, that same folder (the caller closes the new one)."""
+    if isinstance(project_dir, int):
+        return os.open(".", DIR_FLAGS, dir_fd=project_dir)
     try:
         fd, _ = open_dir(project_dir)  # from /, no link a user could swap (safepath)
     except UnsafePath as e:
         raise ProjectFileError(f"the project folder cannot be used safely ({e.strerror})") from e
+    return fd
+
+
+def _open_dir_chain(
+    project_dir: Path | str | int,
+    folders: list[str],
+    uid: int,
+    gid: int,
+    dir_mode: int,
+    create: bool,
+) -> int:
+    """An fd of ``project_dir/folders...``, made (owned by uid:gid) where missing when
+    ``create``; every component opened without following links. The caller closes it."""
+    fd = _open_project(project_dir)
     try:
         for i, name in enumerate(folders):
             if create:
@@ -52,7 +64,7 @@ def _open_dir_chain(
                 except FileExistsError:
                     made = False
             try:
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
             except OSError as e:
                 shown = "/".join(folders[: i + 1])
                 raise ProjectFileError(
@@ -75,7 +87,7 @@ def _open_dir_chain(
 
 
 def write_project_file(
-    project_dir: Path | str,
+    project_dir: Path | str | int,
     relpath: str,
     data: bytes | str,
     uid: int,
@@ -87,6 +99,7 @@ def write_project_file(
     exclusive: bool = False,
 ) -> None:
     """Write (or append to) ``project_dir/relpath`` as a file owned by ``uid:gid``.
+    ``project_dir``: a path (walked from /) or a descriptor of the folder, already opened safely.
 
     Missing folders on the way are created owned by the user. A link at any component, or a
     file that is not a regular file, raises ProjectFileError and nothing is written through it.

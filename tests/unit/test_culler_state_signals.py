@@ -439,6 +439,9 @@ def test_a_link_in_place_of_the_project_folder_is_never_followed(tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "proj").symlink_to(elsewhere)
+    # the user's own folder and link (as root, a root's link in a root-only folder is trusted)
+    os.chown(ws, 12345, 12345)
+    os.lchown(ws / "proj", 12345, 12345)
     with pytest.raises(ProjectFileError):
         notices.keep_alive_mtime(str(ws / "proj"))
     with pytest.raises(ProjectFileError):
