@@ -90,27 +90,39 @@ def read_ipv6_loopback(path: str = "/proc/net/if_inet6") -> bool:
         return False
 
 
+def restore_input(chain: str, rules: list[list[str]]) -> str:
+    """The ``iptables-restore --noflush`` input that replaces ``chain``'s rules in one commit:
+    declaring the chain creates it where missing and empties it, and the new rules take effect
+    together with that, so there is no moment without rules (a plain ``-F`` then ``-A`` would
+    leave the servers open between the two)."""
+    lines = ["*filter", f":{chain} - [0:0]"]
+    lines += [" ".join(rule) for rule in rules]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
 def apply_firewall(
     chain: str,
     rules: list[list[str]],
     run: Callable[[list[str]], subprocess.CompletedProcess] | None = None,
     tool: str = "iptables",
+    restore: Callable[[str], subprocess.CompletedProcess] | None = None,
 ) -> None:
-    """Create (or refill) ``chain`` with ``rules`` and jump to it from ``OUTPUT -o lo`` once.
-    Idempotent; NetGuardError with the tool's words when a command fails. ``run`` defaults to
-    ``tool`` (``iptables`` or ``ip6tables``)."""
+    """Fill ``chain`` with ``rules`` atomically (``restore_input`` through ``<tool>-restore
+    --noflush``) and jump to it from ``OUTPUT -o lo`` once. Idempotent; NetGuardError with the
+    tool's words when a command fails. ``run`` / ``restore`` default to ``tool`` (``iptables``
+    or ``ip6tables``) and ``<tool>-restore``."""
     run = run or _runner(tool)
+    restore = restore or _restorer(tool + "-restore")
 
     def must(args: list[str]) -> None:
         done = run(args)
         if done.returncode != 0:
             raise NetGuardError(f"{tool} {' '.join(args)} failed: {done.stderr.strip()}")
 
-    if run(["-n", "-L", chain]).returncode != 0:
-        must(["-N", chain])
-    must(["-F", chain])
-    for rule in rules:
-        must(rule)
+    done = restore(restore_input(chain, rules))
+    if done.returncode != 0:
+        raise NetGuardError(f"{tool}-restore of chain {chain} failed: {done.stderr.strip()}")
     jump = ["OUTPUT", "-o", "lo", "-j", chain]
     if run(["-C", *jump]).returncode != 0:
         must(["-I", *jump])
@@ -137,6 +149,23 @@ def _runner(tool: str) -> Callable[[list[str]], subprocess.CompletedProcess]:
             return subprocess.CompletedProcess(args, 127, "", f"{tool} is not installed")
 
     return run
+
+
+def _restorer(tool: str) -> Callable[[str], subprocess.CompletedProcess]:
+    def restore(text: str) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(
+                [tool, "-w", "5", "--noflush"],
+                input=text,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except FileNotFoundError:
+            return subprocess.CompletedProcess([tool], 127, "", f"{tool} is not installed")
+
+    return restore
 
 
 # ---- who holds a port ------------------------------------------------------------------------

@@ -75,35 +75,42 @@ def test_firewall_rules_refuse_student_uids_to_servers_and_protected_ports():
     assert len(chain_name("p" * 40)) == 28
 
 
-def test_apply_firewall_is_idempotent_and_fails_loudly():
-    calls = []
-    state = {"chain": False, "jump": False}
+def test_apply_firewall_is_idempotent_atomic_and_fails_loudly():
+    calls, restored = [], []
+    state = {"jump": False}
 
     def run(args):
         calls.append(args)
         ok = True
-        if args[0] == "-n":
-            ok = state["chain"]
-        elif args[0] == "-N":
-            state["chain"] = True
-        elif args[0] == "-C":
+        if args[0] == "-C":
             ok = state["jump"]
         elif args[0] == "-I":
             state["jump"] = True
         return subprocess.CompletedProcess(args, 0 if ok else 1, "", "no")
 
+    def restore(text):
+        restored.append(text)
+        return subprocess.CompletedProcess([], 0, "", "")
+
     rules = firewall_rules("DS01-x", (1000, 2000), (20000, 20010), [])
-    apply_firewall("DS01-x", rules, run)
-    apply_firewall("DS01-x", rules, run)
-    assert sum(1 for c in calls if c[0] == "-N") == 1
+    apply_firewall("DS01-x", rules, run, restore=restore)
+    apply_firewall("DS01-x", rules, run, restore=restore)
     assert sum(1 for c in calls if c[0] == "-I") == 1
-    assert sum(1 for c in calls if c[0] == "-F") == 2
+    # never a flush then refill: the chain is replaced in one restore commit
+    assert not any(c[0] in ("-F", "-A", "-N") for c in calls)
+    lines = restored[0].splitlines()
+    assert lines[:2] == ["*filter", ":DS01-x - [0:0]"] and lines[-1] == "COMMIT"
+    assert lines[2:-1] == [" ".join(r) for r in rules] and len(rules) == 2
+    assert restored[1] == restored[0]
 
     def failing(args):
         return subprocess.CompletedProcess(args, 1, "", "iptables: No chain/target/match")
 
     with pytest.raises(NetGuardError, match="No chain"):
-        apply_firewall("DS01-x", rules, failing)
+        apply_firewall("DS01-x", rules, failing, restore=restore)
+    with pytest.raises(NetGuardError, match="restore of chain DS01-x failed: bad rule"):
+        bad = subprocess.CompletedProcess([], 1, "", "bad rule")
+        apply_firewall("DS01-x", rules, run, restore=lambda text: bad)
 
 
 @pytest.mark.parametrize(
