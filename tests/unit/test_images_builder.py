@@ -658,12 +658,16 @@ def test_a_flood_in_one_chunk_keeps_steps_and_says_what_it_did_not_show():
     n = job_module.MAX_PENDING + 500
     flood = "".join(f"out {i}\n" for i in range(n))
     chunk = "Step 1/2 : FROM ds01/base:latest\n" + flood + "Step 2/2 : RUN x\nafter\n"
-    builder = ImageBuilder(FakeAPI([{"stream": chunk}, *OK_SCRIPT[6:]]).factory)
+    api = FakeAPI(["WAIT", {"stream": chunk}, *OK_SCRIPT[6:]])
+    builder = ImageBuilder(api.factory)
     seen = []
 
     async def main():
         job = builder.start(spec())
         seen.append(job)
+        # the flood arrives once the listener has subscribed (``wait`` subscribes before it
+        # first yields): a late subscriber is given the kept log instead, whatever its size
+        asyncio.get_running_loop().call_soon(api.release.set)
         await builder.wait(job, seen.append)
         return job
 
