@@ -200,6 +200,14 @@ class ServerSteps:
         again = await self.engine.state(self.object_id)
         if again is None or not again.running or again.pid != pid:
             return
+        # read once more, now that the engine still says running as the same process: a swap
+        # stays (the engine bound the other folder for the container's life), an exit does not
+        try:
+            second = await asyncio.to_thread(mounted_identity, f"/proc/{pid}/root", WORKSPACE_MOUNT)
+        except OSError:
+            second = None
+        if second == plan.workspace_identity or not await asyncio.to_thread(_alive, pid):
+            return
         if error is not None:
             self.log.error("Cannot check the /workspace mount of %s: %s", self.object_name, error)
         raise self._workspace_swapped("while the container started") from error
@@ -229,3 +237,15 @@ class ServerSteps:
             state.exit_code,
             untrusted(await self._output_tail()),
         )
+
+
+def _alive(pid: int) -> bool:
+    """Whether host process ``pid`` still runs (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+    except OSError:
+        return False
+    # "pid (comm) S ...": the state follows the last ")" (comm may hold anything)
+    fields = stat_line[stat_line.rfind(b")") + 1 :].split()
+    return bool(fields) and fields[0] not in (b"Z", b"X", b"x")
