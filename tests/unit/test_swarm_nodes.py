@@ -101,7 +101,7 @@ def test_an_engine_that_does_not_answer_is_a_clear_error_and_is_not_cached(tmp_p
 
 def test_missing_tls_files_are_a_clear_error():
     engines = NodeEngines(
-        "tcp://10.0.0.1:2376", tls={"cert": "/nonexistent/c", "key": "/nonexistent/k"}
+        "tcp://127.0.0.1:2376", tls={"cert": "/nonexistent/c", "key": "/nonexistent/k"}
     )
     with pytest.raises(NodeEngineError, match="swarm_tls"):
         engines.manager()
