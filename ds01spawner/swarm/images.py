@@ -8,6 +8,9 @@ service is created on a node, :meth:`ImageDistributor.ensure` makes the image pr
 - the node has the id under another name: it is tagged there (no transfer);
 - else the manager's ``docker save`` (``get_image``) is streamed, chunk by chunk, into the node's
   ``docker load`` (``load_image``, chunked HTTP): memory stays at one chunk, never the tarball;
+  the ``layer.tar`` of layers the node has already (those of the deepest ancestor it has by id,
+  e.g. the base image) are left out of the stream (:mod:`.layers`): a project image built FROM
+  the base sends its own layers only; a load that fails that way is retried whole once;
 - concurrent calls for the same (image id, node) wait for one transfer (:class:`SingleFlight`);
   different images or nodes go in parallel;
 - a node whose engine does not answer, or a load that fails, raises :class:`ImageDistributionError`
@@ -28,12 +31,15 @@ from typing import Any, TypeVar
 
 import docker
 
+from .layers import LayerFilter, chain_ids
 from .nodes import ENGINE_DOWN_ERRORS, NodeEngineError, NodeEngines
 from .tasks import NodeInfo
 
 T = TypeVar("T")
 #: Bytes per chunk of the stream (what the transfer holds in memory at a time).
 CHUNK = 1 << 20
+#: How far up the manager's ``Parent`` chain to look for an image the node has.
+MAX_ANCESTORS = 200
 
 
 class ImageDistributionError(RuntimeError):
@@ -180,6 +186,32 @@ class ImageDistributor:
         self._flights.run(key, lambda: self._transfer(client, image, image_id, node))
         return time.monotonic() - t0
 
+    def _layers_on(self, client: docker.APIClient, image: str) -> tuple[list[str], set[str]]:
+        """The image's chain ids, and those the node has: from the deepest ancestor (the
+        manager's ``Parent`` chain, e.g. the base image) that the node has by id."""
+        manager = self.engines.manager()
+        info = manager.inspect_image(image)
+        candidates = chain_ids((info.get("RootFS") or {}).get("Layers") or [])
+        parent, depth = info.get("Parent") or "", 0
+        while parent and depth < MAX_ANCESTORS:
+            try:
+                layers = (client.inspect_image(parent).get("RootFS") or {}).get("Layers") or []
+                return candidates, set(chain_ids(layers))
+            except docker.errors.ImageNotFound:
+                parent, depth = manager.inspect_image(parent).get("Parent") or "", depth + 1
+        return candidates, set()
+
+    def _send(self, client: docker.APIClient, image: str, layers: LayerFilter | None) -> int:
+        """Stream the manager's ``docker save`` (less the layers ``layers`` drops) into the
+        node's ``docker load``; bytes sent. Errors of the load are raised as a list."""
+        stream = _Counted(self.engines.manager().get_image(image, chunk_size=self.chunk))
+        body = layers.filter(stream) if layers is not None else stream
+        sent = _Counted(body)
+        errors = load_errors(client.load_image(iter(sent), quiet=True))
+        if errors:
+            raise _LoadFailed("; ".join(errors))
+        return sent.bytes
+
     def _transfer(
         self, client: docker.APIClient, image: str, image_id: str, node: NodeInfo
     ) -> Transfer:
@@ -187,11 +219,24 @@ class ImageDistributor:
         try:
             if self._present(client, image, image_id):  # a flight that just ended brought it
                 return Transfer(image, image_id, node.name, 0, 0.0)
-            self.log.info("sending image %s (%s) to node %s", image, image_id[:19], node.name)
-            stream = _Counted(self.engines.manager().get_image(image, chunk_size=self.chunk))
-            errors = load_errors(client.load_image(iter(stream), quiet=True))
-            if errors:
-                raise self._failed(image, node, "; ".join(errors))
+            candidates, have = self._layers_on(client, image)
+            layers = LayerFilter(candidates, have) if have else None
+            self.log.info(
+                "sending image %s (%s) to node %s (%d of %d layers there)",
+                image,
+                image_id[:19],
+                node.name,
+                len(have),
+                len(candidates),
+            )
+            try:
+                sent = self._send(client, image, layers)
+            except _LoadFailed as e:
+                if layers is None or not layers.layers_skipped:
+                    raise self._failed(image, node, e) from None
+                # a layer the node had went meanwhile (pruned?): once more, whole
+                self.log.warning("load on node %s failed (%s); sending every layer", node.name, e)
+                sent = self._send(client, image, None)
             if not self._present(client, image, image_id):
                 raise self._failed(
                     image,
@@ -201,15 +246,21 @@ class ImageDistributor:
                 )
         except ImageDistributionError:
             raise
+        except _LoadFailed as e:
+            raise self._failed(image, node, e) from None
         except (NodeEngineError, *ENGINE_DOWN_ERRORS) as e:
             raise self._failed(image, node, e) from e
-        done = Transfer(image, image_id, node.name, stream.bytes, time.monotonic() - t0)
+        done = Transfer(image, image_id, node.name, sent, time.monotonic() - t0)
         self.transfers[(image_id, node.id)] = done
         self.log.info(
-            "image %s on node %s: %.1f MB in %.1f s",
+            "image %s on node %s: %.1f MB sent in %.1f s",
             image,
             node.name,
             done.bytes / 1e6,
             done.seconds,
         )
         return done
+
+
+class _LoadFailed(Exception):
+    """``docker load`` answered errors."""

@@ -1,0 +1,259 @@
+"""Images and per-node signals on the real two-node swarm (issue 17 items 4 and 5).
+
+- a project image built on the manager is made present on node 2 by ``ImageDistributor.ensure``
+  (once for concurrent callers, without sending the base image's layers again) and a server from
+  it runs there; a second ``ensure`` costs nothing;
+- node 2's engine stopped (its dockerd SIGSTOPped: it accepts connections and never answers):
+  ``ensure`` fails with a sentence naming the node, ``SwarmServiceEngine.stats`` of its server is
+  unknown with one log line, and the culler's real cycle keeps the idle server instead of
+  retiring it; once the node answers again the same cycle retires it.
+
+The culler runs its own ``Culler.cycle`` code with the real engines, limits, kernels client and
+workspace; only its hub client is a recorder (``RecordingHub``): the server here is a plain
+service, not a hub's, and what is tested is the engine side of the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import signal
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from docker.types import ContainerSpec, Mount, Placement, RestartPolicy, TaskTemplate
+
+from ds01spawner.culler.cycle import Culler, LimitsSource
+from ds01spawner.culler.signals import GpuMeter, HubServer, KernelsAPI
+from ds01spawner.engine.swarm_services import NodeUnavailable, SwarmServiceEngine
+from ds01spawner.projects.names import container_name
+from ds01spawner.swarm.images import ImageDistributionError, ImageDistributor
+from ds01spawner.swarm.nodes import NodeEngines
+from ds01spawner.swarm.service_spec import service_name
+from harness.swarm import wait_for
+
+from .swarm_fixtures import BASE
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "ds01ops"
+LIMITS = """
+defaults:
+  max_gpu_equivalents: null
+  max_gpus_per_server: null
+  allow_full_gpu: true
+  max_servers: null
+  cpus: null
+  memory: null
+  shm_size: null
+  pids_limit: null
+  max_runtime: null
+  idle_timeout: "600s"
+"""
+# a stand-in for jupyterhub-singleuser's kernel list, served by the task on its node
+KERNELS = (
+    "import http.server\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.send_header('Content-Type', 'application/json')\n"
+    "        self.end_headers(); self.wfile.write(b'[]')\n"
+    "http.server.HTTPServer(('0.0.0.0', {port}), H).serve_forever()\n"
+)
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+def logger(name: str) -> tuple[logging.Logger, Lines]:
+    log = logging.getLogger(f"ds01.test.{name}")
+    log.setLevel(logging.DEBUG)
+    lines = Lines()
+    log.addHandler(lines)
+    return log, lines
+
+
+def run_on(swarm, name: str, image: str, node_id: str, command: list[str], **kw) -> None:
+    spec = ContainerSpec(
+        image,
+        command=command,
+        init=True,
+        stop_grace_period=10**9,
+        env=kw.get("env"),
+        mounts=kw.get("mounts") or [],
+    )
+    template = TaskTemplate(
+        spec,
+        restart_policy=RestartPolicy(condition="none"),
+        placement=Placement(constraints=[f"node.id=={node_id}"]),
+        networks=["host"],
+    )
+    swarm.manager.create_service(template, name=name, labels=kw.get("labels") or {"ds01.test": "1"})
+
+
+def test_a_project_image_built_on_the_manager_runs_on_node_2(two_node_swarm):
+    s = two_node_swarm
+    tag = f"{PREFIX}/proj:{s.run_id}"
+    dockerfile = f"FROM {BASE}\nRUN echo built-on-the-manager > /opt/proof\n"
+    for _ in s.manager.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True):
+        pass
+    log, lines = logger("images")
+    dist = ImageDistributor(NodeEngines(s.node("n1").engine), log=log)
+    node2 = dist.engines.node("n2")
+    assert s.node("n2").client.images(name=tag) == []
+    try:
+        took: list[float] = []
+        threads = [
+            threading.Thread(target=lambda: took.append(dist.ensure(tag, node2))) for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(took) == 3 and min(took) > 0
+        assert sum("sending image" in line for line in lines.lines) == 1  # one transfer
+        image_id = s.manager.inspect_image(tag)["Id"]
+        assert s.node("n2").client.inspect_image(tag)["Id"] == image_id
+        sent = dist.transfers[(image_id, node2.id)].bytes
+        assert sent < 20e6, f"{sent / 1e6:.0f} MB sent: the base image's layers went again"
+        assert dist.ensure(tag, node2) == 0.0
+
+        run_on(s, "proof", tag, node2.id, ["sh", "-c", "cat /opt/proof; sleep 600"])
+        task = s.running_task("proof")
+        node, container = s.task_container(task)
+        assert node.name == "n2"
+        logs = wait_for(lambda: node.client.logs(container).decode(), 30, "the task's output")
+        assert logs.strip() == "built-on-the-manager"
+    finally:
+        for service in s.manager.services(filters={"name": "proof"}):
+            s.manager.remove_service(service["ID"])
+
+
+def _server(s, tmp_path, port: int) -> tuple[str, str]:
+    """An idle "server" on node 2 as the hub labels them; (service name, workspace)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    name = service_name(container_name("alice", "proj", PREFIX))
+    labels = {
+        "ds01.managed": "true",
+        "ds01.user": "alice",
+        "ds01.server": "proj",
+        "ds01.project": "proj",
+        "ds01.test": "1",
+    }
+    env = [f"JUPYTERHUB_SERVICE_URL=http://0.0.0.0:{port}/", "JUPYTERHUB_API_TOKEN=own-token"]
+    run_on(
+        s,
+        name,
+        BASE,
+        s.node("n2").node_id,
+        ["python3", "-c", KERNELS.format(port=port)],
+        env=env,
+        labels=labels,
+        mounts=[Mount("/workspace", str(ws), type="bind")],
+    )
+    s.running_task(name)
+    return name, str(ws)
+
+
+class RecordingHub:
+    """The culler's hub client for a server the hub does not know: one idle server, stops noted."""
+
+    def __init__(self, now: datetime) -> None:
+        self.calls = 0
+        self.stops: list[tuple[str, str]] = []
+        self.server = HubServer(
+            "alice", "proj", (), now - timedelta(hours=2), now - timedelta(hours=1), None, True
+        )
+
+    async def active_servers(self) -> list[HubServer]:
+        self.calls += 1
+        return [] if self.stops else [self.server]
+
+    async def stop(self, user: str, server: str) -> int:
+        self.stops.append((user, server))
+        return 204
+
+
+def test_a_node_that_does_not_answer_is_unknown_never_idle(two_node_swarm, tmp_path):
+    s = two_node_swarm
+    name, _ws = _server(s, tmp_path, 18931)
+    log, lines = logger("signals")
+    engine = SwarmServiceEngine(
+        NodeEngines(s.node("n1").engine, timeout=3), PREFIX, log=log, retry_after=0.5
+    )
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(LIMITS)
+    now = datetime.now(timezone.utc)
+    clock = {"now": now}
+    hub = RecordingHub(now)
+    culler = Culler(
+        hub=hub,
+        kernels=KernelsAPI(5),
+        engine=engine,
+        gpus=GpuMeter(engine.inventory(), 60, 5),
+        limits=LimitsSource(str(limits)),
+        state_file=str(tmp_path / "culler.json"),
+        prefix=PREFIX,
+        clock=lambda: clock["now"],
+        log=log,
+    )
+    cycle = lambda: asyncio.run(culler.cycle())  # noqa: E731
+    node2 = s.node("n2")
+    dist = ImageDistributor(NodeEngines(s.node("n1").engine, timeout=3), log=log)
+    try:
+        [entry] = engine.containers({"label": "ds01.user=alice"})
+        assert entry["State"] == "running" and entry["Labels"]["ds01.node"] == "n2"
+        assert engine.stats(entry["Id"])["id"] == entry["Id"]  # from node 2's engine
+        cycle()  # a first CPU sample
+        clock["now"] += timedelta(seconds=2)
+        report = cycle()
+        assert report.warned >= 1 and report.kept_unknown == 0, report  # every signal read: idle
+
+        os.kill(node2.pid, signal.SIGSTOP)  # node 2's engine stops answering
+        clock["now"] += timedelta(minutes=15)  # past the warnings' deadline
+        with pytest.raises(NodeUnavailable, match="node n2"):
+            engine.stats(entry["Id"])
+        with pytest.raises(ImageDistributionError, match="on node n2"):
+            dist.ensure(BASE, dist.engines.node("n2"))
+        for _ in range(2):
+            time.sleep(0.6)  # past retry_after: each cycle asks node 2 again
+            report = cycle()
+            assert report.retired == 0 and report.kept_unknown == 1, report
+        assert hub.stops == []
+        down = [line for line in lines.lines if line.startswith("WARNING Node n2's engine")]
+        assert len(down) == 1, lines.lines
+        assert sum(f"on node {node2.name}" in line for line in lines.lines) == 1  # ensure's
+
+        os.kill(node2.pid, signal.SIGCONT)
+        wait_for(lambda: _running(engine), 60, "node 2 answers and its server runs again")
+        for _ in range(3):  # the CPU meter starts again after the outage: two samples
+            time.sleep(0.6)
+            clock["now"] += timedelta(seconds=2)
+            report = cycle()
+            if hub.stops:
+                break
+        assert hub.stops == [("alice", "proj")], (report, lines.lines)  # now it is retired
+        assert any("answers again" in line for line in lines.lines)
+    finally:
+        os.kill(node2.pid, signal.SIGCONT)
+        culler.close()
+        s.manager.remove_service(name)
+
+
+def _running(engine: SwarmServiceEngine) -> bool:
+    try:
+        [entry] = engine.containers({"label": "ds01.user=alice"})
+        engine.stats(entry["Id"])
+    except (NodeUnavailable, ValueError):
+        return False
+    return entry["State"] == "running"
