@@ -216,6 +216,7 @@ class SwarmServiceEngine:
             self.calls += 1
             result = call(self.engines.client(node))
         except docker.errors.NotFound:
+            self._node_answers(node)  # it answered: the container is gone
             raise
         except (NodeEngineError, *ENGINE_DOWN_ERRORS) as e:
             self._node_failed(node, e)
