@@ -40,6 +40,7 @@ import docker
 
 from ..gpus.table import EQUIVALENTS_LABEL
 from ..projects.names import container_name
+from ..swarm.gpu_metrics import MetricsReader
 from ..swarm.inventory import SwarmInventory, kind_share
 from ..swarm.nodes import ENGINE_DOWN_ERRORS, NodeEngineError, NodeEngines
 from ..swarm.service_spec import GPU_LABEL, NODE_LABEL
@@ -256,5 +257,6 @@ class SwarmServiceEngine:
         )
 
     def inventory(self) -> SwarmInventory:
-        """The swarm's devices (from the nodes this engine lists) as a GPU inventory."""
-        return SwarmInventory(self.nodes, log=self.log)
+        """The swarm's devices (from the nodes this engine lists) as a GPU inventory, their
+        utilization from each node's dcgm-exporter (``swarm.gpu_metrics``)."""
+        return SwarmInventory(self.nodes, MetricsReader(), log=self.log)

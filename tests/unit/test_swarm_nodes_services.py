@@ -196,3 +196,43 @@ def test_registration_and_services_get_the_engine_settings():
     register_culler(c, {"engine_kind": "swarm", "swarm_manager_url": "unix:///m.sock"})
     env = c.JupyterHub.services[0]["environment"]
     assert env["DS01_ENGINE_KIND"] == "swarm" and env["DS01_SWARM_MANAGER_URL"] == "unix:///m.sock"
+
+
+DCGM_PAGE = """# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).
+# TYPE DCGM_FI_DEV_GPU_UTIL gauge
+DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-aaaa0001",device="nvidia0",modelName="A100"} 37
+DCGM_FI_DEV_GPU_UTIL{gpu="1",UUID="GPU-aaaa0002",device="nvidia1",modelName="A100"} 0
+DCGM_FI_DEV_GPU_UTIL{gpu="2",UUID="GPU-cccc0003",GPU_I_PROFILE="3g.20gb",GPU_I_ID="1"} 12
+DCGM_FI_DEV_GPU_UTIL{gpu="3",UUID="GPU-bad"} NaN
+# TYPE DCGM_FI_DEV_FB_USED gauge
+DCGM_FI_DEV_FB_USED{gpu="0",UUID="GPU-aaaa0001",device="nvidia0"} 1024
+"""
+
+
+def test_dcgm_exporter_pages_give_whole_gpus_figures():
+    from ds01spawner.swarm.gpu_metrics import parse_dcgm
+
+    got = parse_dcgm(DCGM_PAGE)
+    assert got == {
+        "GPU-aaaa0001": DeviceUsage("GPU-aaaa0001", 37.0, 1024),
+        "GPU-aaaa0002": DeviceUsage("GPU-aaaa0002", 0.0, None),
+    }
+    assert parse_dcgm("garbage\n{}") == {}
+
+
+def test_a_node_without_the_metrics_label_is_a_clear_unknown():
+    from ds01spawner.swarm.gpu_metrics import MetricsError, MetricsReader
+
+    n = parse_nodes([node(N1, "gpu1", "10.0.0.1", G[:2])])[N1]
+    with pytest.raises(MetricsError, match="no ds01.gpu_metrics label.*http://10.0.0.1:9400"):
+        MetricsReader()(n)
+
+
+def test_session_panel_says_a_swarm_device_has_no_figure():
+    from ds01spawner.services.session import SWARM_NO_UTILIZATION, gpu_figures
+
+    parsed = parse_nodes([node(N1, "h", "10.0.0.1", G[:1])])
+    inv = SwarmInventory(lambda: parsed)
+    rows = gpu_rows(inv.devices(), {}, [], True, inv.node_of)
+    [shown] = gpu_figures(rows, [G[0]])
+    assert shown["utilization_pct"] is None and shown["utilization_note"] == SWARM_NO_UTILIZATION
