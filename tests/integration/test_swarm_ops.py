@@ -29,6 +29,7 @@ import docker
 import pytest
 from docker.types import ContainerSpec, Mount, Placement, RestartPolicy, TaskTemplate
 
+from ds01spawner.admin.views import gpu_rows
 from ds01spawner.culler.cycle import Culler, LimitsSource
 from ds01spawner.culler.signals import GpuMeter, HubServer, KernelsAPI
 from ds01spawner.engine.swarm_services import NodeUnavailable, SwarmServiceEngine
@@ -257,3 +258,58 @@ def _answers(engine: SwarmServiceEngine, container_id: str) -> bool:
     except docker.errors.NotFound:
         pass  # it answered: the container went while the node was away
     return True
+
+
+def test_gpu_figures_come_from_the_node_that_has_the_device(two_node_swarm, tmp_path):
+    """Node 2's dcgm-exporter (here a page served on node 2's address for its simulated GPUs)
+    gives the GPU map and the culler's GPU meter node 2's figures; node 1 has none: unknown."""
+    s = two_node_swarm
+    n2 = s.node("n2")
+    busy, idle = n2.gpus
+    (tmp_path / "metrics").write_text(
+        f'DCGM_FI_DEV_GPU_UTIL{{gpu="0",UUID="{busy}"}} 37\n'
+        f'DCGM_FI_DEV_GPU_UTIL{{gpu="1",UUID="{idle}"}} 0\n'
+        f'DCGM_FI_DEV_FB_USED{{gpu="0",UUID="{busy}"}} 2048\n'
+    )
+    port = 19411
+    run_on(
+        s,
+        "dcgm",
+        BASE,
+        n2.node_id,
+        ["python3", "-m", "http.server", str(port), "--directory", "/m"],
+        mounts=[Mount("/m", str(tmp_path), type="bind", read_only=True)],
+    )
+    node = s.manager.inspect_node(n2.node_id)
+    labels = dict(node["Spec"]["Labels"])
+    spec = dict(
+        node["Spec"], Labels={**labels, "ds01.gpu_metrics": f"http://{n2.addr}:{port}/metrics"}
+    )
+    s.manager.update_node(n2.node_id, node["Version"]["Index"], spec)
+    try:
+        s.running_task("dcgm")
+        engine = SwarmServiceEngine(NodeEngines(s.node("n1").engine), PREFIX)
+        inventory = engine.inventory()
+        devices = inventory.devices()
+        usage = wait_for(lambda: inventory.usage() or None, 30, "node 2's GPU figures")
+        assert {u: (v.utilization_pct, v.memory_used_mib) for u, v in usage.items()} == {
+            busy: (37.0, 2048),
+            idle: (0.0, None),
+        }  # node 1's GPUs: not read (unknown)
+        rows = {r["uuid"]: r for r in gpu_rows(devices, usage, [], True, inventory.node_of)}
+        n1_name, n2_name = (engine.engines.node(n).name for n in ("n1", "n2"))
+        assert rows[busy]["node"] == n2_name and rows[busy]["utilization_pct"] == 37.0
+        assert {rows[g]["node"] for g in s.node("n1").gpus} == {n1_name}
+        meter = GpuMeter(inventory, 60, 5)
+        now = datetime.now(timezone.utc)
+        meter.sample(now)
+        started = now - timedelta(minutes=5)
+        assert meter.state_of([busy], started, now) == "busy"
+        assert meter.state_of([idle], started, now) == "idle"
+        assert meter.state_of([s.node("n1").gpus[0]], started, now) == "unknown"
+    finally:
+        node = s.manager.inspect_node(n2.node_id)
+        s.manager.update_node(
+            n2.node_id, node["Version"]["Index"], dict(node["Spec"], Labels=labels)
+        )
+        s.manager.remove_service("dcgm")
