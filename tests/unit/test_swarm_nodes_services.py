@@ -236,3 +236,24 @@ def test_session_panel_says_a_swarm_device_has_no_figure():
     rows = gpu_rows(inv.devices(), {}, [], True, inv.node_of)
     [shown] = gpu_figures(rows, [G[0]])
     assert shown["utilization_pct"] is None and shown["utilization_note"] == SWARM_NO_UTILIZATION
+
+
+def test_every_service_gets_the_engine_settings_and_the_hub_refuses_plain_tcp():
+    from traitlets.config import Config
+
+    from ds01spawner.spawner.startup import ConfigCheckError, check_config, configure_services
+
+    c = Config()
+    c.DS01Spawner.engine_kind = "swarm"
+    c.DS01Spawner.swarm_manager_url = "tcp://manager:2376"
+    c.DS01Spawner.swarm_tls = {"ca": "/etc/ds01/ca.pem", "cert": "/c.pem", "key": "/k.pem"}
+    check_config(c)
+    configure_services(c, port=18000)
+    env = {s["name"]: s["environment"] for s in c.JupyterHub.services}
+    for name in ("ds01-limits", "ds01-admin", "ds01-culler"):
+        assert env[name]["DS01_ENGINE_KIND"] == "swarm", name
+        assert env[name]["DS01_SWARM_MANAGER_URL"] == "tcp://manager:2376", name
+        assert '"ca": "/etc/ds01/ca.pem"' in env[name]["DS01_SWARM_TLS"], name
+    c.DS01Spawner.swarm_tls = {}
+    with pytest.raises(ConfigCheckError, match="refusing plain tcp://manager:2376"):
+        check_config(c)
