@@ -11,6 +11,8 @@ manager n1 only, then measures, per round, ``ImageDistributor.ensure`` (the mana
 - **project**: a small project image built on the manager ``FROM`` the base, onto n2 that has
   the base already; bytes sent show whether the base's layers travel again;
 - **present**: ``ensure`` again (the image is on n2): the cost of the check alone;
+- **manager's save alone**: reading the project image's ``docker save`` on the manager and
+  discarding it (the floor of any save-based transfer; "MB sent" is what it read);
 - side by side, the CLI pipe ``docker -H n1 save IMG | docker -H n2 load`` (the harness's way)
   for the base and the project image.
 
@@ -102,6 +104,9 @@ def measure(s: TwoNodeSwarm, rounds: int) -> dict[str, list[tuple[float, int]]]:
                 t = time.monotonic()
                 assert dist.ensure(project, node2) == 0.0
                 add("present: ensure", time.monotonic() - t, 0)
+                t = time.monotonic()
+                read = sum(len(c) for c in s.manager.get_image(project, chunk_size=1 << 20))
+                add("project: manager's save alone", time.monotonic() - t, read)
             else:
                 add("base: docker save | load", *cli_pipe(n1.engine, n2.engine, BASE))
                 add("project, base present: save | load", *cli_pipe(n1.engine, n2.engine, project))
