@@ -7,6 +7,7 @@ a workspace follows its user to the other node. One hub for the module (the GPU 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import signal
 import time
 
@@ -161,3 +162,73 @@ def test_e_a_workspace_follows_its_user_to_the_other_node(swarm_hub, two_node_sw
 def _node_and_container(user: str, swarm, hub):
     (service,) = [s for s in servers(swarm, hub) if s["Spec"]["Labels"]["ds01.user"] == user]
     return swarm.task_container(swarm.running_task(service["ID"]))
+
+
+@pytest.fixture(scope="module")
+def doomed_swarm(two_node_swarm):
+    """A swarm of this module's own for the node-loss test (its node 2 is killed), so that the
+    session's swarm stays whole for the other modules."""
+    from harness.swarm import TwoNodeSwarm
+
+    from .swarm_fixtures import BASE
+
+    swarm = TwoNodeSwarm(tmpfs=True)
+    with swarm:
+        swarm.load_image(BASE)
+        yield swarm
+    assert not swarm.leftovers()
+
+
+def test_c_a_lost_node_frees_its_devices_and_the_user_relaunches_elsewhere(
+    doomed_swarm, tmp_path_factory
+):
+    swarm = doomed_swarm
+    prefix = "ds01sx" + str(int(time.time() * 1000))[-6:]
+    hub = Hub(tmp_path_factory.mktemp(prefix), prefix, {}, swarm=swarm).start()
+    try:
+        users = [f"node{i}" for i in range(4)]
+        for u in users:  # packing: n1's two devices first, then n2's
+            hub.start_server(u, "p", ONE)
+        on = {u: placed(swarm, hub, u)[0] for u in users}
+        lost = sorted(u for u in users if on[u] == "n2")
+        assert len(lost) == 2, on
+        node, container = _node_and_container(lost[0], swarm, hub)
+        exec_id = node.client.exec_create(container, ["sh", "-c", "echo kept > /workspace/f"])
+        node.client.exec_start(exec_id["Id"])
+
+        t0 = time.monotonic()
+        os.kill(swarm.node("n2").pid, signal.SIGKILL)
+        n2_id = swarm.node("n2").node_id
+        wait_for(
+            lambda: swarm.manager.inspect_node(n2_id)["Status"]["State"] != "ready",
+            60,
+            "the manager to see node 2 down",
+        )
+        down = time.monotonic()
+        wait_for(
+            lambda: all(hub.server_model(u, "p") is None for u in lost),
+            30,
+            "the hub to report node 2's servers stopped",
+        )
+        stopped = time.monotonic()
+        print(
+            f"node 2 killed -> marked down {down - t0:.1f} s -> servers stopped "
+            f"{stopped - down:.1f} s later (poll interval 2 s)"
+        )
+        assert stopped - down <= 2 + 5  # one poll interval, and the poll's own calls
+        assert {s["Spec"]["Labels"]["ds01.user"] for s in servers(swarm, hub)} == set(users) - set(
+            lost
+        )
+        # n2's devices are not offered (its node is down); a freed n1 device takes the relaunch
+        keep = [u for u in users if u not in lost]
+        hub.stop_server(keep[0], "p")
+        hub.start_server(lost[0], "p", ONE)
+        node, container = _node_and_container(lost[0], swarm, hub)
+        assert node.name == "n1"
+        exec_id = node.client.exec_create(container, ["cat", "/workspace/f"])["Id"]
+        assert node.client.exec_start(exec_id).decode().strip() == "kept"
+        # the cluster is full now (n2 down): the next launch is refused or waits, never doubled
+        r = hub.request_server(lost[1], "p", ONE)
+        assert r.status_code == 429, r.text
+    finally:
+        hub.shutdown()
