@@ -266,7 +266,7 @@ class Hub:
 
 
 def swarm_env(swarm, port: int, spawner_json: str | None = None) -> dict:
-    """The test hub's environment for the Swarm mode on ``swarm`` (a ``harness.swarm.TwoNodeSwarm``).
+    """The test hub's environment for the Swarm mode on ``swarm`` (``harness.swarm.TwoNodeSwarm``).
 
     The manager is node n1's engine; servers run on both nodes with host networking, so the hub's
     own API (port + 81) must be reachable from the nodes' namespaces: it listens on the host end
