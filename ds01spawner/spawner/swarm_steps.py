@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 
+import docker
 from traitlets import CaselessStrEnum, Dict, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
@@ -101,6 +102,19 @@ class SwarmSteps(LoggingConfigurable):
                     self.engine, self.gpu_inventory == "simulated", self.log
                 )
             return SwarmSteps._cluster_broker
+
+    def swarm_build_kwargs(self) -> dict:
+        """The image builder's client settings on a swarm: the manager's engine API (builds
+        stream on connections of their own, ``image_steps._make_builder``)."""
+        if not self.swarm_manager_url:
+            return {}  # the default engine, as the single engine's builder
+        kwargs: dict = {"base_url": self.swarm_manager_url, "tls": False}
+        tls = check_tls(self.swarm_tls)
+        if tls.get("cert") and not self.swarm_manager_url.startswith("unix:"):
+            kwargs["tls"] = docker.tls.TLSConfig(
+                client_cert=(tls["cert"], tls["key"]), ca_cert=tls.get("ca"), verify=True
+            )
+        return kwargs
 
     def _log_swarm_skips(self) -> None:
         """Say once, at the first launch, which of the hub's own checks a swarm does not run."""
