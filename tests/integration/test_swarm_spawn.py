@@ -1,7 +1,9 @@
 """The Swarm mode through the real hub's REST API, on the real two-node swarm (2 simulated GPUs per
 node as generic resources; harness.swarm): a storm never puts two servers on one (node, device),
 a retire serves the next in line on either node, a hub restart keeps the servers and the table,
-a workspace follows its user to the other node. One hub for the module (the GPU queue on).
+and a lost node frees its devices while its users relaunch on the other node with the same files
+(the workspace is a bind mount of a host folder both engines see). One hub on the session's swarm
+(the GPU queue on); the node-loss test has a swarm and a hub of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from .test_gpu_queue import progress_until, queue_api
 pytestmark = pytest.mark.integration
 
 ONE = {"gpus": 1, "gpu_type": "full"}
-CPU = {"gpus": 0}
 
 
 @pytest.fixture(scope="module")
@@ -135,30 +136,6 @@ def test_d_a_hub_restart_keeps_the_servers_and_the_table(swarm_hub, two_node_swa
     wait_for(lambda: not servers(swarm, hub), 30, "no service left")
 
 
-def test_e_a_workspace_follows_its_user_to_the_other_node(swarm_hub, two_node_swarm):
-    hub, swarm = swarm_hub, two_node_swarm
-    model = hub.start_server("wsuser", "p", CPU)
-    assert model["ready"]
-    first = _node_and_container("wsuser", swarm, hub)
-    node, container = first
-    exec_id = node.client.exec_create(
-        container, ["sh", "-c", "echo from-$(hostname) > /workspace/kept.txt"]
-    )["Id"]
-    node.client.exec_start(exec_id)
-    mounts = node.client.inspect_container(container)["Mounts"]
-    (ws,) = [m for m in mounts if m["Destination"] == "/workspace"]
-    assert ws["Type"] == "bind" and ws["Source"].startswith(str(hub.workspaces))
-    hub.stop_server("wsuser", "p")
-    hub.start_server("filler", "p", CPU)  # the node with fewer servers takes the next one
-    hub.start_server("wsuser", "p", CPU)
-    node2, container2 = _node_and_container("wsuser", swarm, hub)
-    assert node2.name != node.name
-    exec_id = node2.client.exec_create(container2, ["cat", "/workspace/kept.txt"])["Id"]
-    assert node2.client.exec_start(exec_id).decode().strip() == f"from-{node.netns}"
-    for u in ("wsuser", "filler"):
-        hub.stop_server(u, "p")
-
-
 def _node_and_container(user: str, swarm, hub):
     (service,) = [s for s in servers(swarm, hub) if s["Spec"]["Labels"]["ds01.user"] == user]
     return swarm.task_container(swarm.running_task(service["ID"]))
@@ -198,6 +175,9 @@ def test_c_a_lost_node_frees_its_devices_and_the_user_relaunches_elsewhere(
         lost = sorted(u for u in users if on[u] == "n2")
         assert len(lost) == 2, on
         node, container = _node_and_container(lost[0], swarm, hub)
+        mounts = node.client.inspect_container(container)["Mounts"]
+        (ws,) = [m for m in mounts if m["Destination"] == "/workspace"]
+        assert ws["Type"] == "bind" and ws["Source"].startswith(str(hub.workspaces)), ws
         exec_id = node.client.exec_create(container, ["sh", "-c", "echo kept > /workspace/f"])
         node.client.exec_start(exec_id["Id"])
 
