@@ -22,6 +22,7 @@ from ds01spawner.engine.swarm_services import (
 from ds01spawner.gpus.model import DeviceUsage
 from ds01spawner.gpus.table import hub_containers_filter, server_containers
 from ds01spawner.limits.usage import usage_of
+from ds01spawner.projects.names import container_name
 from ds01spawner.services.settings import check_engine_settings, engine_environment
 from ds01spawner.swarm.inventory import SwarmInventory, device_of, kind_share
 from ds01spawner.swarm.tasks import parse_nodes, server_tasks
@@ -257,3 +258,17 @@ def test_every_service_gets_the_engine_settings_and_the_hub_refuses_plain_tcp():
     c.DS01Spawner.swarm_tls = {}
     with pytest.raises(ConfigCheckError, match="refusing plain tcp://manager:2376"):
         check_config(c)
+
+
+def test_only_this_hubs_services_are_its_servers():
+    from ds01spawner.engine.swarm_services import hub_service
+    from ds01spawner.swarm.service_spec import service_name
+
+    def svc(name, user="alice", server="proj"):
+        return {"Spec": {"Name": name, "Labels": {"ds01.user": user, "ds01.server": server}}}
+
+    mine = service_name(container_name("alice", "proj", "ds01"))
+    assert hub_service(svc(mine), "ds01")
+    assert not hub_service(svc(mine), "other")  # another hub's server on the same swarm
+    assert not hub_service(svc(mine, user="bob"), "ds01")  # labels claiming someone else
+    assert not hub_service(svc("x", user=""), "ds01")
