@@ -37,9 +37,11 @@ from ds01spawner.projects.names import container_name
 from ds01spawner.swarm.images import ImageDistributionError, ImageDistributor
 from ds01spawner.swarm.nodes import NodeEngines
 from ds01spawner.swarm.service_spec import service_name
-from harness.swarm import wait_for
+from harness.swarm import assigned_resources, wait_for
 
+from .hub import Hub
 from .swarm_fixtures import BASE
+from .test_admin import admin_api
 
 pytestmark = pytest.mark.integration
 
@@ -313,3 +315,40 @@ def test_gpu_figures_come_from_the_node_that_has_the_device(two_node_swarm, tmp_
             n2.node_id, node["Version"]["Index"], dict(node["Spec"], Labels=labels)
         )
         s.manager.remove_service("dcgm")
+
+
+def test_the_admin_map_shows_each_devices_node_and_holder(two_node_swarm, tmp_path_factory):
+    """A real hub in the Swarm mode: its ds01-admin service (started by the hub with the swarm
+    settings) lists every node's devices with their node, and the server's device as held."""
+    s = two_node_swarm
+    prefix = "ds01so" + str(int(time.time() * 1000))[-6:]
+    hub = Hub(tmp_path_factory.mktemp(prefix), prefix, {}, swarm=s)
+    hub.start()
+    try:
+        r = hub.request_server("mapper", "p", {"gpus": 1, "gpu_type": "full"})
+        assert r.status_code in (201, 202), r.text
+        wait_for(lambda: (hub.server_model("mapper", "p") or {}).get("ready"), 120, "ready")
+        [service] = [
+            x
+            for x in s.manager.services(filters={"label": "ds01.user=mapper"})
+            if x["Spec"]["Name"].startswith(prefix)
+        ]
+        task = s.running_task(service["ID"])
+        [device] = assigned_resources(task)
+        node = s.node_by_id(task["NodeID"])
+        names = {n: NodeEngines(s.node("n1").engine).node(n).name for n in ("n1", "n2")}
+        r = admin_api(hub, "GET", "api/gpus")
+        assert r.status_code == 200, r.text
+        rows = {g["uuid"]: g for g in r.json()["gpus"]}
+        assert set(rows) == set(s.node("n1").gpus + s.node("n2").gpus)
+        for n in ("n1", "n2"):
+            assert {rows[g]["node"] for g in s.node(n).gpus} == {names[n]}
+        held = rows[device]
+        assert held["state"] == "allocated" and held["holder"]["user"] == "mapper", held
+        assert held["node"] == names[node.name]
+        assert [g["state"] for g in rows.values()].count("allocated") == 1
+    finally:
+        hub.shutdown()
+        for x in s.manager.services(filters={"label": "ds01.managed=true"}):
+            if x["Spec"]["Name"].startswith(prefix):
+                s.manager.remove_service(x["ID"])
