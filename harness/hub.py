@@ -80,6 +80,7 @@ class Hub:
         extra_env: dict | None = None,
         config: Path = CONFIG,
         python: str = sys.executable,
+        swarm=None,
     ) -> None:
         self.state_dir = state_dir
         self.python = python
@@ -106,6 +107,8 @@ class Hub:
                 ),
             }
         )
+        if swarm is not None:
+            self.env.update(swarm_env(swarm, self.port, self.env.get("DS01_TEST_SPAWNER")))
         self.env.update(extra_env or {})
         self.proc: subprocess.Popen | None = None
         self.session = requests.Session()
@@ -260,6 +263,37 @@ class Hub:
             allow_redirects=False,
             **kw,
         )
+
+
+def swarm_env(swarm, port: int, spawner_json: str | None = None) -> dict:
+    """The test hub's environment for the Swarm mode on ``swarm`` (``harness.swarm.TwoNodeSwarm``).
+
+    The manager is node n1's engine; servers run on both nodes with host networking, so the hub's
+    own API (port + 81) must be reachable from the nodes' namespaces: it listens on the host end
+    of n1's veth, and node n2 gets a route to that address through its own veth (no forwarding:
+    the address is the host's). The workspaces are host folders, which both engines see. A 1 s
+    stop grace keeps retirements short.
+    """
+    n1, n2 = swarm.node("n1"), swarm.node("n2")
+    hub_addr = n1.host_addr
+    for node in (n2,):
+        subprocess.run(
+            ["ip", "-n", node.netns, "route", "replace", f"{hub_addr}/32", "via", node.host_addr],
+            check=True,
+        )
+    settings = json.loads(spawner_json or "{}")
+    settings.update(
+        {
+            "engine_kind": "swarm",
+            "swarm_manager_url": n1.engine,
+            "hub_connect_url": f"http://{hub_addr}:{port + 81}",
+        }
+    )
+    return {
+        "DS01_TEST_SPAWNER": json.dumps(settings),
+        "DS01_TEST_HUB_IP": hub_addr,
+        "DS01_TEST_GRACE": "1",
+    }
 
 
 def ds01_containers(client: docker.DockerClient, prefix: str, **labels) -> list:

@@ -32,9 +32,9 @@ from tornado import httpclient, web
 
 from .. import audit
 from ..culler.state import read_for_page
-from ..engine.services import ServiceEngine
+from ..engine.services import service_engine, service_inventory
 from ..errors import DOCKER_ERRORS
-from ..gpus import InventoryError, make_inventory
+from ..gpus import InventoryError
 from ..gpus.table import hub_containers_filter, server_containers
 from ..limits.file import load_limits_file
 from ..limits.model import KEYS, LimitsError
@@ -59,16 +59,11 @@ class Context:
         self.queue_file = env.get("DS01_GPU_QUEUE_FILE", "")
         self.culler_state = env.get("DS01_CULLER_STATE_FILE", "")
         self.respect_foreign = env.get("DS01_GPUS_BUSY_OUTSIDE", "1") == "1"
-        self.engine = ServiceEngine(env.get("DS01_DOCKER_HOST") or None)
+        self.engine = service_engine(env)  # the Docker engine, or the swarm's manager and nodes
         self.audit = audit.from_environment(env)
         self.inventory_error = ""
         try:
-            self.inventory = make_inventory(
-                env.get("DS01_GPU_INVENTORY", "none") or "none",
-                json.loads(env.get("DS01_SIMULATED_GPUS") or "[]"),
-                env.get("DS01_SIMULATED_GPU_STATE_FILE") or None,
-                None,
-            )
+            self.inventory = service_inventory(self.engine, env)  # the swarm's, on a swarm
         except InventoryError as e:
             self.inventory, self.inventory_error = None, str(e)
         self.jinja = jinja2.Environment(
@@ -160,7 +155,8 @@ class AdminHandler(HubOAuthenticated, web.RequestHandler):
             return []
         devices = await asyncio.to_thread(inv.devices)
         usage = await asyncio.to_thread(inv.usage)
-        return gpu_rows(devices, usage, containers, self.ctx.respect_foreign)
+        nodes = getattr(inv, "node_of", None)  # a swarm's: the node of each device
+        return gpu_rows(devices, usage, containers, self.ctx.respect_foreign, nodes)
 
     def limits_of(self):
         if not self.ctx.limits_file:

@@ -30,9 +30,12 @@ def gpu_rows(
     usage: Mapping[str, DeviceUsage],
     containers: Iterable[Mapping],
     respect_foreign: bool = True,
+    nodes: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """One row per device (full GPU or MIG slice): who holds it, since when, what it does.
 
+    ``nodes``: device UUID -> node name on a swarm (``SwarmInventory.node_of``); the rows then
+    have a ``node`` (None on a single engine: the page leaves the column out).
     ``state``: ``"allocated"`` (a DS01 container holds it), ``"busy_outside"`` (processes that
     belong to no DS01 container use it) or ``"free"``.
     """
@@ -47,6 +50,7 @@ def gpu_rows(
         rows.append(
             {
                 "index": d.index,
+                "node": nodes.get(d.uuid, "") if nodes is not None else None,
                 "uuid": d.uuid,
                 "name": d.name,
                 "kind": d.kind,

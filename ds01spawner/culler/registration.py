@@ -61,9 +61,9 @@ def register_culler(config: Any, spawner: dict | None = None) -> None:
         return
     path = state_path(config)
     config.DS01Culler.state_file = path
-    if spawner is None:
-        from ..services.settings import spawner_settings  # hub side: reads the spawner's class
+    from ..services.settings import engine_environment, spawner_settings  # hub side
 
+    if spawner is None:
         spawner = spawner_settings(config)
     settings = {k: _plain(k, v) for k, v in section.items() if k not in _HUB_ONLY}
     env = {
@@ -76,6 +76,7 @@ def register_culler(config: Any, spawner: dict | None = None) -> None:
         "DS01_SIMULATED_GPU_STATE_FILE": spawner.get("simulated_gpu_state_file", ""),
     }
     env.update(audit_environment(spawner))
+    env.update(engine_environment(spawner))  # docker or swarm (manager URL, TLS files)
     base_url = spawner.get("client_kwargs", {}).get("base_url")
     if base_url:
         env["DS01_DOCKER_HOST"] = base_url

@@ -22,10 +22,11 @@ from traitlets import Bool, Float, Int, List, Unicode, default, validate
 from traitlets.config import Application, Config
 
 from ..audit import from_environment as audit_from_environment
-from ..gpus import InventoryError, make_inventory
+from ..engine.services import service_engine, service_inventory
+from ..gpus import InventoryError
 from .cycle import Culler, LimitsSource
 from .decision import Settings
-from .signals import CgroupCpu, Engine, GpuMeter, HubAPI, KernelsAPI
+from .signals import CgroupCpu, GpuMeter, HubAPI, KernelsAPI
 from .state import state_path
 
 
@@ -201,19 +202,19 @@ class DS01Culler(Application):
         )
 
     def make_culler(self, environ=None) -> Culler:
-        """The culler wired to this process's hub, Docker engine, GPUs and limits file."""
+        """The culler wired to this process's hub, engine (Docker, or the swarm's manager and
+        nodes: ``engine.services.service_engine``), GPUs and limits file."""
         env = os.environ if environ is None else environ
         token = env.get("JUPYTERHUB_API_TOKEN", "")
         api_url = self.hub_api_url or env.get("JUPYTERHUB_API_URL", "")
         if not api_url or not token:
             raise SystemExit("ds01-culler: run it as a JupyterHub service (no hub API URL/token)")
         try:
-            inventory = make_inventory(
-                env.get("DS01_GPU_INVENTORY", "none") or "none",
-                json.loads(env.get("DS01_SIMULATED_GPUS") or "[]"),
-                env.get("DS01_SIMULATED_GPU_STATE_FILE") or None,
-                self.log,
-            )
+            engine = service_engine(env, timeout=self.request_timeout)
+        except ValueError as e:
+            raise SystemExit(f"ds01-culler: {e}") from e
+        try:
+            inventory = service_inventory(engine, env, self.log)  # the swarm's, on a swarm
         except InventoryError as e:
             self.log.error("No GPU inventory (%s): servers with GPUs are never retired idle", e)
             inventory = None
@@ -223,7 +224,7 @@ class DS01Culler(Application):
         return Culler(
             hub=HubAPI(api_url, token, self.request_timeout, max_clients=self.concurrency),
             kernels=KernelsAPI(self.request_timeout, max_clients=self.concurrency),
-            engine=Engine(env.get("DS01_DOCKER_HOST") or None, timeout=self.request_timeout),
+            engine=engine,
             gpus=GpuMeter(inventory, self.gpu_window, self.gpu_busy_percent),
             cgroups=CgroupCpu(),
             limits=LimitsSource(limits_file, bool(env.get("DS01_LIMITS_UNIX_GROUPS")), self.log),

@@ -46,6 +46,9 @@ class Placement:
 
     gpu_uuids: tuple[str, ...] = ()
     gpu_count: int = 0
+    #: the node DS01 chose (its Swarm node id; "" on a single engine). On a swarm ``gpu_uuids``
+    #: are free devices of the wanted kind on that node: Swarm assigns these or equivalents
+    node: str = ""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from logging import Logger
 from .allocator import GpuRequest, busy_outside, choose, parse_request
 from .factory import make_inventory
 from .model import Device, Inventory
+from .queue import Plan, Waiter
+from .queue import plan as queue_plan
 from .table import Holder, holders
 
 
@@ -65,6 +67,11 @@ class GpuBroker:
         if foreign:
             self.log.info("GPUs busy with processes outside DS01: %s", ", ".join(sorted(foreign)))
         return choose(request, devices, taken | foreign, simulated=self.simulated)
+
+    def plan(self, waiters: list[Waiter], devices: list[Device], taken: set[str]) -> Plan:
+        """The GPU queue's plan (``gpus.queue.plan``) over this inventory's devices. A swarm's
+        broker (``spawner.cluster_broker``) adds its node rule here."""
+        return queue_plan(waiters, devices, taken)
 
 
 _brokers: dict[str, GpuBroker] = {}

@@ -32,7 +32,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, web
 
-from ..engine.services import ServiceEngine
+from ..engine.services import ServiceEngine, service_engine
 from ..errors import DOCKER_ERRORS
 from ..gpus.table import hub_containers_filter, server_containers
 from ..limits.model import KEYS, LimitsError, format_limit
@@ -292,7 +292,7 @@ def main() -> None:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     limits_file = os.environ.get("DS01_LIMITS_FILE", "")
     prefix = os.environ.get("DS01_CONTAINER_PREFIX", "ds01")
-    app = make_app(limits_file, prefix, ServiceEngine(os.environ.get("DS01_DOCKER_HOST") or None))
+    app = make_app(limits_file, prefix, service_engine(os.environ))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app.listen(url.port, url.hostname)
     run_until_signalled()  # SIGINT (how the hub stops its services) or SIGTERM

@@ -24,6 +24,7 @@ from ..limits.usage import usage_of
 #: Why a device shows no utilization.
 MIG_NO_UTILIZATION = "a MIG slice reports no utilization"
 NO_UTILIZATION = "the device does not report utilization"
+SWARM_NO_UTILIZATION = "not available on a swarm node"
 
 
 def culler_record(path: str, key: str) -> ServerRecord | None:
@@ -56,7 +57,9 @@ def gpu_figures(rows: Iterable[Mapping], uuids: Iterable[str]) -> list[dict]:
             continue
         util = r.get("utilization_pct")
         note = None
-        if util is None:
+        if util is None and r.get("node") is not None:  # a swarm node's device, not read
+            note = SWARM_NO_UTILIZATION
+        elif util is None:
             note = MIG_NO_UTILIZATION if r.get("kind") == "mig" else NO_UTILIZATION
         shown.append(
             {

@@ -37,17 +37,13 @@ def inventory_from_environment(environ=None):
     """The GPU inventory of the hub's settings (as the admin view makes it), made once; None
     when it cannot work (the panel then shows no GPU figures)."""
     if "inv" not in _inventory:
-        from ..gpus import InventoryError, make_inventory
+        from ..engine.services import service_engine, service_inventory
+        from ..gpus import InventoryError
 
         env = os.environ if environ is None else environ
-        try:
-            _inventory["inv"] = make_inventory(
-                env.get("DS01_GPU_INVENTORY", "none") or "none",
-                json.loads(env.get("DS01_SIMULATED_GPUS") or "[]"),
-                env.get("DS01_SIMULATED_GPU_STATE_FILE") or None,
-                None,
-            )
-        except InventoryError as e:
+        try:  # on a swarm: the devices the nodes advertise (with their node)
+            _inventory["inv"] = service_inventory(service_engine(env), env)
+        except (InventoryError, ValueError) as e:
             log.warning("ds01-limits: no GPU figures for the session panel: %s", e)
             _inventory["inv"] = None
     return _inventory["inv"]
@@ -62,7 +58,7 @@ async def _gpu_rows(containers: list[dict]) -> list[dict]:
     devices = await asyncio.to_thread(inv.devices)
     usage = await asyncio.to_thread(inv.usage)
     busy_outside = os.environ.get("DS01_GPUS_BUSY_OUTSIDE", "1") == "1"
-    return gpu_rows(devices, usage, containers, busy_outside)
+    return gpu_rows(devices, usage, containers, busy_outside, getattr(inv, "node_of", None))
 
 
 def _queue(path: str) -> list[dict]:

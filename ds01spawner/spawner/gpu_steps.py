@@ -20,7 +20,6 @@ from ..gpus.allocator import noun as device_noun
 from ..gpus.broker import GpuBroker, broker_for
 from ..gpus.model import Device
 from ..gpus.queue import AlreadyWaiting, GpuQueue, QueueCancelled, Waiter, ordinal
-from ..gpus.queue import plan as queue_plan
 from ..gpus.table import holders, hub_containers_filter, server_containers
 from ..limits.model import Limits
 from ..limits.usage import (
@@ -66,6 +65,8 @@ class GpuSteps:
         return self.allocation.queue
 
     def _broker(self) -> GpuBroker:
+        if self.on_swarm:
+            return self._swarm_broker()  # the cluster's devices (swarm_steps)
         return broker_for(
             self.gpu_inventory,
             self.simulated_gpus,
@@ -395,7 +396,7 @@ class GpuSteps:
             all_devices, usage = snapshot
             held = holders(containers)
             taken = set(held) | busy_outside(usage, held)
-            decided = queue_plan(queue.waiters, all_devices, taken)
+            decided = broker.plan(queue.waiters, all_devices, taken)
             devices = decided.served.get(waiter.id)
             others_served = any(wid != waiter.id for wid in decided.served)
             if devices is None:

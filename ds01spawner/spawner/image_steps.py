@@ -178,6 +178,8 @@ class ImageSteps(BuildSteps, BuildLimitSteps):
             kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
         kwargs.update(kwargs_from_env())
         kwargs.update(self.client_kwargs)
+        if getattr(self, "on_swarm", False):  # images are built on the swarm's manager
+            kwargs.update(self.swarm_build_kwargs())
 
         def api(timeout: float) -> docker.APIClient:
             return BuildAPIClient(**{**kwargs, "timeout": timeout})

@@ -119,6 +119,8 @@ class NetworkSteps(LoggingConfigurable):
         """Install the uid firewall once per hub process; fail closed."""
         if self.network_isolation != "uid-firewall":
             return
+        if getattr(self, "on_swarm", False):
+            return  # servers are in their nodes' network namespaces: see swarm_steps
         chain = chain_name(self.prefix)
         if NetworkSteps._firewall_lock is None:
             NetworkSteps._firewall_lock = asyncio.Lock()
@@ -157,8 +159,8 @@ class NetworkSteps(LoggingConfigurable):
 
     async def _verify_port_owner(self, ip: str, port: int) -> None:
         """The socket on ``ip:port`` must be held by this server's container."""
-        if not self.check_port_owner:
-            return
+        if not self.check_port_owner or getattr(self, "on_swarm", False):
+            return  # a remote engine's sockets are not in this host's /proc (swarm_steps)
         pids = top_pids(await self.engine.pids(self.container_id))
         holder = await asyncio.to_thread(port_holder, ip, port, pids)
         if holder.ours:

@@ -12,13 +12,14 @@ from datetime import datetime, timezone
 
 import docker
 
-from ..engine.base import PENDING, CreateRequest, Placement, ServerState
+from ..engine.base import PENDING, CreateRequest, ServerState
 from ..errors import DOCKER_ERRORS, user_error
 from ..gpus.allocator import equivalents
 from ..gpus.model import Device
 from ..logsafe import untrusted
 from ..projects.safepath import mounted_identity, still_there
-from .container_spec import WORKSPACE_MOUNT, ServerSpec, build_container_spec
+from ..swarm.service_spec import SwarmSpecError
+from .container_spec import WORKSPACE_MOUNT, ServerSpec, SpecError, build_container_spec
 from .launch import LaunchPhases, LaunchPlan
 from .passwd import install_identity
 from .readiness import ServerExited
@@ -117,6 +118,7 @@ class ServerSteps:
 
     async def _create_container(self, plan: LaunchPlan, devices: list[Device]) -> str:
         self.progress_log.emit(40, "Creating a fresh container")
+        placement = await self._place(plan, devices)  # a swarm's node, and self.ip on it
         ident, limits = plan.identity, plan.limits
         spec = ServerSpec(
             name=self.object_name,
@@ -156,10 +158,12 @@ class ServerSteps:
         # user could have swapped in, to the folder prepared for this launch.
         if not await asyncio.to_thread(still_there, spec.project_dir, plan.workspace_identity):
             raise self._workspace_swapped("before the container was created")
-        return await self.engine.create(
-            CreateRequest(create_kwargs, host_config_kwargs),
-            Placement(tuple(spec.gpu_uuids), len(devices)),
-        )
+        try:
+            return await self.engine.create(
+                CreateRequest(create_kwargs, host_config_kwargs), placement
+            )
+        except SwarmSpecError as e:  # what a Swarm service cannot express: the admin's config
+            raise SpecError(str(e)) from e
 
     def _workspace_swapped(self, when: str):
         self.log.error(

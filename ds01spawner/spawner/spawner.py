@@ -19,6 +19,7 @@ from traitlets import List, Unicode, default, validate
 from ..audit import audit_log, take_retire
 from ..engine.base import PENDING, ContainerEngine, ServerState
 from ..engine.docker import DockerEngine, client_kwargs
+from ..engine.swarm import SwarmEngine
 from ..errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
 from ..logsafe import untrusted
 from ..metrics import observe
@@ -37,6 +38,7 @@ from .progress import ProgressLog
 from .readiness import ServerExited, wait_until_listening
 from .server_steps import ServerSteps
 from .session_steps import SessionSteps
+from .swarm_steps import SwarmSteps
 from .traits import SpawnerSettings
 
 
@@ -50,6 +52,7 @@ class DS01Spawner(
     ImageSteps,
     SessionSteps,
     NetworkSteps,
+    SwarmSteps,
     DockerSpawner,
 ):
     """Spawn each project of a user as a named server in a fresh, temporary container.
@@ -66,7 +69,10 @@ class DS01Spawner(
     @property
     def engine(self) -> ContainerEngine:
         """The hub's one container engine (engine/): every container call of a launch, a poll
-        and a retirement goes through it; made once per hub process, under a lock."""
+        and a retirement goes through it; made once per hub process, under a lock (a swarm's
+        with ``engine_kind = "swarm"``, swarm_steps)."""
+        if self.on_swarm:
+            return SwarmEngine.shared(self._make_swarm_engine)
         return DockerEngine.shared(self._make_client, self.docker_threads)
 
     def _make_client(self) -> docker.APIClient:
@@ -142,6 +148,8 @@ class DS01Spawner(
         state = super().get_state()
         if self.object_id:
             state["ds01"] = {"project": self.project, "port": self.port, "gpus": self.gpu_uuids}
+            if self.on_swarm:
+                state["ds01"]["ip"] = self.ip
         return state
 
     def load_state(self, state: dict) -> None:
@@ -150,6 +158,8 @@ class DS01Spawner(
         if ds01.get("project"):
             self.project = ds01["project"]
         self.gpu_uuids = list(ds01.get("gpus") or [])
+        if ds01.get("ip") and self.on_swarm:
+            self.ip = ds01["ip"]
         if ds01.get("port") and self.network_name == HOST_NETWORK and self.object_id:
             self.port = int(ds01["port"])
             self._port_pool.claim(self.port)
@@ -222,7 +232,7 @@ class DS01Spawner(
         project = plan.project
         if self.network_name == HOST_NETWORK:
             self._reserve_port()
-            self.ip = "127.0.0.1"
+            self.ip = "127.0.0.1"  # on a swarm: its node's address, set at placement
         try:
             if self.network_name == HOST_NETWORK:
                 await self._network_setup()  # fails closed, before any container exists
@@ -232,6 +242,8 @@ class DS01Spawner(
             await wait_until_listening(ip, port, self._check_alive, timeout=self.http_timeout)
             if self.network_name == HOST_NETWORK:
                 await self._verify_port_owner(ip, port)
+            if self.on_swarm:
+                await self._read_back_devices()
         except BaseException as e:
             await self._cleanup_failed_start()
             if isinstance(e, DOCKER_ERRORS) and not await asyncio.to_thread(
@@ -290,7 +302,7 @@ class DS01Spawner(
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         if self.network_name == HOST_NETWORK:
-            return "127.0.0.1", self.port
+            return (self.ip if self.on_swarm else "127.0.0.1"), self.port
         return await super().get_ip_and_port()
 
     async def poll(self):

@@ -15,7 +15,7 @@ from ..gpus import InventoryError, make_inventory
 from ..gpus.queue import GpuQueue
 from ..limits.model import LimitsError
 from ..services.projects_api import SETTING_DEFAULTS, SETTINGS_ENV
-from ..services.settings import spawner_settings
+from ..services.settings import check_engine_settings, engine_environment, spawner_settings
 
 log = logging.getLogger("ds01spawner")
 
@@ -33,6 +33,10 @@ def check_config(config: Any) -> None:
     """
     section = spawner_settings(config)
     check_timeouts(config)
+    try:
+        check_engine_settings(section)
+    except ValueError as e:
+        raise ConfigCheckError(f"DS01: {e}") from e
     if section.get("gpu_queue_file"):
         # This hub process starts with nobody waiting: launches that waited in a previous one
         # ended with it (JupyterHub finds them without a container and marks them stopped).
@@ -124,6 +128,7 @@ def configure_services(config: Any, port: int, admin_port: int | None = None) ->
     client_kwargs = section.get("client_kwargs", {})
     if client_kwargs.get("base_url"):
         env["DS01_DOCKER_HOST"] = client_kwargs["base_url"]
+    env.update(engine_environment(section))  # docker or swarm (manager URL, TLS files)
     # the session panel's GPU figures (session_api.py): the same inventory as the admin view
     session_env = {**env, **_inventory_environment(section)}
     _register_service(

@@ -77,6 +77,9 @@ for key, section in json.loads(os.environ.get("DS01_TEST_SECTIONS") or "{}").ite
 # User servers on their own origin: http://<user>.localhost:<port> (requests go to 127.0.0.1).
 if os.environ.get("DS01_TEST_SUBDOMAINS"):
     c.JupyterHub.subdomain_host = f"http://localhost:{os.environ['DS01_HUB_PORT']}"
+# The hub's own API on another address (the Swarm mode: nodes reach it there, harness.hub.swarm_env)
+if os.environ.get("DS01_TEST_HUB_IP"):
+    c.JupyterHub.hub_ip = os.environ["DS01_TEST_HUB_IP"]
 # Any other DS01Spawner settings of a test: JSON {"<setting>": value}.
 for key, value in json.loads(os.environ.get("DS01_TEST_SPAWNER") or "{}").items():
     setattr(c.DS01Spawner, key, value)
