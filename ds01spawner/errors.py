@@ -13,6 +13,11 @@ GPU_INVENTORY_DOWN_MESSAGE = (
     "Your files are safe. Launch without a GPU ('gpus': 0), or tell an admin."
 )
 
+NODE_UNAVAILABLE_MESSAGE = (
+    "Your server could not be placed on one of the lab's GPU nodes just now, so it did not start. "
+    "Your files are safe. Please try again in a few minutes; an admin has been told."
+)
+
 ENGINE_DOWN_MESSAGE = (
     "The container engine on this server is not answering, so your server could not start. "
     "Your files are safe. Please try again in a few minutes; if it keeps happening, tell an admin."

@@ -301,4 +301,6 @@ def ds01_containers(client: docker.DockerClient, prefix: str, **labels) -> list:
         "label": ["ds01.managed=true"] + [f"ds01.{k}={v}" for k, v in labels.items()],
         "name": f"^/{prefix}-",
     }
-    return client.containers.list(all=True, filters=filters)
+    # ignore_removed: docker-py inspects each listed container; one the hub removes in between
+    # (a killed server) would otherwise fail the listing with NotFound
+    return client.containers.list(all=True, filters=filters, ignore_removed=True)

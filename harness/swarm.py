@@ -205,7 +205,11 @@ class TwoNodeSwarm:
             for name, net, sw in (("n1", a, 1), ("n2", b, 2)):
                 hosts = list(net.hosts())
                 self.nodes[name] = SwarmNode(
-                    name, self.run_id, str(hosts[1]), str(hosts[0]), str(list(c.hosts())[sw - 1]),
+                    name,
+                    self.run_id,
+                    str(hosts[1]),
+                    str(hosts[0]),
+                    str(list(c.hosts())[sw - 1]),
                     self._gpus[name],
                 )
             self._network()
@@ -219,15 +223,22 @@ class TwoNodeSwarm:
         for n in (n1, n2):
             hostops.sh("ip", "netns", "add", n.netns)
             hostops.sh("ip", "-n", n.netns, "link", "set", "lo", "up")
-            hostops.add_veth(f"{self.run_id}h{n.name[1]}", f"{self.run_id}c{n.name[1]}", n.netns,
-                             n.host_addr, n.addr)
-        hostops.add_ns_link(n1.netns, f"{self.run_id}x1", n1.swarm_addr,
-                            n2.netns, f"{self.run_id}x2", n2.swarm_addr)
+            hostops.add_veth(
+                f"{self.run_id}h{n.name[1]}",
+                f"{self.run_id}c{n.name[1]}",
+                n.netns,
+                n.host_addr,
+                n.addr,
+            )
+        hostops.add_ns_link(
+            n1.netns, f"{self.run_id}x1", n1.swarm_addr, n2.netns, f"{self.run_id}x2", n2.swarm_addr
+        )
 
     def _start_engines(self) -> None:
         for n in self.nodes.values():
             self._spawn_dockerd(n)
         for n in self.nodes.values():
+
             def answers(n=n):
                 if n.pid and not hostops.proc_cmdline(n.pid):
                     raise RuntimeError(f"dockerd {n.name} exited:\n{n.log_tail()}")
@@ -243,27 +254,60 @@ class TwoNodeSwarm:
         n.data_root.mkdir(parents=True)
         n.exec_root.mkdir(parents=True)
         if self.tmpfs:
-            hostops.sh("mount", "-t", "tmpfs", "-o", "size=4g,mode=0711", f"{n.netns}-tmpfs",
-                       str(n.data_root))
+            hostops.sh(
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=4g,mode=0711",
+                f"{n.netns}-tmpfs",
+                str(n.data_root),
+            )
         config = n.run_dir / f"{n.name}-daemon.json"
         config.write_text("{}")  # never /etc/docker/daemon.json
         args = [
-            "nsenter", f"--net=/run/netns/{n.netns}", "--",
-            "unshare", "--uts", "--",
-            "sh", "-c", 'hostname "$0" && exec "$@"', n.netns,
-            "dockerd", "--config-file", str(config), "--data-root", str(n.data_root),
-            "--exec-root", f"{n.exec_root}/", "--pidfile", str(n.run_dir / f"{n.name}.pid"),
-            "-H", n.engine, "--bridge=none", "--iptables=false", "--ip-masq=false",
-            "--cgroup-parent", f"/{n.netns}",
-            "--log-level", os.environ.get("DSW_LOG_LEVEL", "warn"),  # info: see why it stalls
+            "nsenter",
+            f"--net=/run/netns/{n.netns}",
+            "--",
+            "unshare",
+            "--uts",
+            "--",
+            "sh",
+            "-c",
+            'hostname "$0" && exec "$@"',
+            n.netns,
+            "dockerd",
+            "--config-file",
+            str(config),
+            "--data-root",
+            str(n.data_root),
+            "--exec-root",
+            f"{n.exec_root}/",
+            "--pidfile",
+            str(n.run_dir / f"{n.name}.pid"),
+            "-H",
+            n.engine,
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--cgroup-parent",
+            f"/{n.netns}",
+            "--log-level",
+            os.environ.get("DSW_LOG_LEVEL", "warn"),  # info: see why it stalls
         ]
         for g in n.gpus:
             args += ["--node-generic-resource", f"NVIDIA-GPU={g}"]
         env = dict(os.environ, DOCKER_SERVICE_PREFER_OFFLINE_IMAGE="1")
         with open(n.log, "ab") as log:
             # own session: Ctrl-C reaches the test only, which then stops the engines in order
-            proc = subprocess.Popen(args, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                args,
+                env=env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         n.pid = proc.pid  # nsenter, unshare and sh exec: the same pid becomes dockerd
 
     def _form_swarm(self) -> None:
@@ -273,20 +317,31 @@ class TwoNodeSwarm:
         # an ingress sandbox, and a dockerd stops in ~1 s instead of waiting 5 s for its removal
         wait_for(lambda: _removed(n1.client, "ingress"), 15, "ingress network removed")
         token = n1.client.inspect_swarm()["JoinTokens"]["Worker"]
-        n2.client.join_swarm([f"{n1.swarm_addr}:2377"], token, listen_addr=f"{n2.swarm_addr}:2377",
-                             advertise_addr=n2.swarm_addr)
+        n2.client.join_swarm(
+            [f"{n1.swarm_addr}:2377"],
+            token,
+            listen_addr=f"{n2.swarm_addr}:2377",
+            advertise_addr=n2.swarm_addr,
+        )
         for n in (n1, n2):
             n.node_id = n.client.info()["Swarm"]["NodeID"]
-            wait_for(lambda n=n: n1.client.inspect_node(n.node_id)["Status"]["State"] == "ready",
-                     30, f"node {n.name} ready")
+            wait_for(
+                lambda n=n: n1.client.inspect_node(n.node_id)["Status"]["State"] == "ready",
+                30,
+                f"node {n.name} ready",
+            )
             node = n1.client.inspect_node(n.node_id)
-            spec = dict(node["Spec"], Availability="active", Labels={
-                "ds01.node": n.name, "ds01.addr": n.addr, "ds01.engine": n.engine})
+            spec = dict(
+                node["Spec"],
+                Availability="active",
+                Labels={"ds01.node": n.name, "ds01.addr": n.addr, "ds01.engine": n.engine},
+            )
             n1.client.update_node(n.node_id, node["Version"]["Index"], spec)
 
     # ------------------------------------------------------------ images
-    def load_image(self, image: str, nodes: tuple[str, ...] = ("n1", "n2"),
-                   mode: str = "tee") -> dict[str, float]:
+    def load_image(
+        self, image: str, nodes: tuple[str, ...] = ("n1", "n2"), mode: str = "tee"
+    ) -> dict[str, float]:
         """Make ``image`` (from the default engine) present on ``nodes`` (skipping a node that has
         the same image id); returns seconds per node (0.0 where it was already there).
 
@@ -367,8 +422,11 @@ def assigned_resources(task: dict, kind: str = "NVIDIA-GPU") -> list[str]:
     """The named generic resources Swarm assigned to a task. API 1.41 (dockerd 20.10) calls the
     field ``GenericResources``, newer engines ``AssignedGenericResources``: both are read."""
     found = task.get("AssignedGenericResources") or task.get("GenericResources") or []
-    return [r["NamedResourceSpec"]["Value"] for r in found
-            if r.get("NamedResourceSpec", {}).get("Kind") == kind]
+    return [
+        r["NamedResourceSpec"]["Value"]
+        for r in found
+        if r.get("NamedResourceSpec", {}).get("Kind") == kind
+    ]
 
 
 def _sigterm_to_exit(signum, frame):
@@ -400,8 +458,15 @@ def _save_load(image: str, engines: list[str]) -> None:
     if not engines:
         return
     save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-    loads = [subprocess.Popen(["docker", "-H", e, "load", "-q"], stdin=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for e in engines]
+    loads = [
+        subprocess.Popen(
+            ["docker", "-H", e, "load", "-q"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for e in engines
+    ]
     try:
         while chunk := save.stdout.read(1 << 20):
             for p in loads:
@@ -432,5 +497,9 @@ def _cli(args: list[str]) -> str:
 
 def describe(s: TwoNodeSwarm) -> str:
     """One line per node, for logs."""
-    return json.dumps({n.name: {"addr": n.addr, "engine": n.engine, "gpus": n.gpus,
-                                "node_id": n.node_id} for n in s.nodes.values()})
+    return json.dumps(
+        {
+            n.name: {"addr": n.addr, "engine": n.engine, "gpus": n.gpus, "node_id": n.node_id}
+            for n in s.nodes.values()
+        }
+    )

@@ -75,6 +75,8 @@ class SwarmEngine:
         self.distributor = distributor or ImageDistributor(engines)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ds01-swarm")
         self._stop_pool = ThreadPoolExecutor(32, thread_name_prefix="ds01-swarm-stop")
+        # image transfers take seconds to minutes: a pool of their own, never the calls' pool
+        self._image_pool = ThreadPoolExecutor(4, thread_name_prefix="ds01-swarm-images")
 
     @classmethod
     def shared(cls, factory: Callable[[], SwarmEngine]) -> SwarmEngine:
@@ -160,11 +162,13 @@ class SwarmEngine:
         if placement.gpu_count and not gpu_kind:
             raise SwarmEngineError(f"node {node.name} does not advertise {placement.gpu_uuids}")
         try:
-            self.distributor.ensure(str(request.create_kwargs["image"]), node)
+            image_id = self.distributor.ensure_id(str(request.create_kwargs["image"]), node)
         except ImageDistributionError as e:
             raise SwarmEngineError(str(e)) from e
+        # the service names the image by id: a worker then never pulls it by name (moby skips
+        # the pull of an id), whatever DOCKER_SERVICE_PREFER_OFFLINE_IMAGE says on that node
         kwargs = service_spec(
-            request.create_kwargs,
+            {**request.create_kwargs, "image": image_id},
             request.host_config,
             node_id=node.id,
             gpu_kind=gpu_kind or "NVIDIA-GPU",
@@ -173,6 +177,23 @@ class SwarmEngine:
             api_version=str(self.client.api_version),
         )
         return str(self.client.create_service(**kwargs)["ID"])
+
+    async def spread_image(self, image: str) -> dict[str, float | Exception]:
+        """Put ``image`` on every node that can take servers and lacks it, at once (a launch
+        does this before the hub's allocation lock, so that a long transfer never holds up
+        other launches; under the lock ``create``'s ``ensure`` is then a presence check).
+        Node name -> seconds spent (0.0: already there) or the error."""
+        nodes = await self.run(lambda: parse_nodes(self.client.nodes()))
+        targets = [n for n in nodes.values() if n.schedulable]
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._image_pool, self.distributor.ensure, image, n)
+                for n in targets
+            ),
+            return_exceptions=True,
+        )
+        return {n.name: r for n, r in zip(targets, results, strict=True)}
 
     async def install_identity(
         self, server_id: str, install: Callable[..., Any], *args: Any

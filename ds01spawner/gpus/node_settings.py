@@ -82,6 +82,7 @@ def node_settings(devices: Iterable[Device], addr: str = "") -> dict[str, Any]:
         "swarm_resource": ",".join(RESOURCE_ENV_PREFIX + k for k in sorted(kinds)),
         "kinds": dict(sorted(kinds.items())),
         "labels": {"ds01.addr": addr, "ds01.engine": f"tcp://{addr}:2376"},
+        "dockerd_environment": {"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"},
     }
 
 
@@ -107,11 +108,17 @@ def render_text(settings: dict[str, Any], describe: str = "") -> str:
         ]
     else:
         lines += ["2. No GPUs: the NVIDIA runtime needs no setting.", ""]
+    env = " ".join(f"{k}={v}" for k, v in settings["dockerd_environment"].items())
     lines += [
-        "3. Join the swarm (the token from `docker swarm join-token worker` on the manager):",
+        "3. dockerd's environment (systemctl edit docker: [Service] Environment=...), so that a "
+        "worker never pulls a server's image from a registry (DS01 names images by id and puts "
+        "them on the node itself):",
+        f"Environment={env}",
+        "",
+        "4. Join the swarm (the token from `docker swarm join-token worker` on the manager):",
         "docker swarm join --token <worker token> <manager address>:2377",
         "",
-        "4. On the manager, label the node (the engine URL is for per-node signals, TLS):",
+        "5. On the manager, label the node (the engine URL is for per-node signals, TLS):",
         f"docker node update {labels} <node id>",
     ]
     return "\n".join(lines)

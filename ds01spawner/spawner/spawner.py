@@ -19,8 +19,8 @@ from traitlets import List, Unicode, default, validate
 from ..audit import audit_log, take_retire
 from ..engine.base import PENDING, ContainerEngine, ServerState
 from ..engine.docker import DockerEngine, client_kwargs
-from ..engine.swarm import SwarmEngine
-from ..errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, user_error
+from ..engine.swarm import SwarmEngine, SwarmEngineError
+from ..errors import DOCKER_ERRORS, ENGINE_DOWN_MESSAGE, NODE_UNAVAILABLE_MESSAGE, user_error
 from ..logsafe import untrusted
 from ..metrics import observe
 from ..projects.names import container_name, oauth_client_id
@@ -221,6 +221,8 @@ class DS01Spawner(
             try:
                 plan = await self._plan_launch(options)
                 plan = await self._obtain_image(plan, phases)
+                if self.on_swarm:  # transfers before the allocation lock, never under it
+                    await self._spread_image(plan.image)
             except BaseException:
                 self.project = ""
                 raise
@@ -250,6 +252,15 @@ class DS01Spawner(
                 still_there, plan.workspace_dir, plan.workspace_identity
             ):  # e.g. the engine could not mount a folder swapped for a link meanwhile
                 raise self._workspace_swapped("while the container started") from e
+            if isinstance(e, SwarmEngineError):  # a node, its engine or an image transfer
+                self.log.error(
+                    "Swarm error while starting user=%s project=%s: %s "
+                    "(docs/scale-out.md, failure behaviour)",
+                    self.user.name,
+                    project,
+                    e,
+                )
+                raise user_error(503, NODE_UNAVAILABLE_MESSAGE) from e
             if isinstance(e, DOCKER_ERRORS):
                 self.log.error(
                     "Docker engine error while starting user=%s project=%s: %s. "

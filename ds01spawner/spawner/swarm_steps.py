@@ -149,6 +149,24 @@ class SwarmSteps(LoggingConfigurable):
         self.ip = node.addr
         return Placement(uuids, len(devices), node=node.id)
 
+    async def _spread_image(self, image: str) -> None:
+        """The launch's image on every node that can take servers, before the allocation lock
+        (``SwarmEngine.spread_image``). A node it cannot reach is logged; a launch placed there
+        fails with that node's error under the lock."""
+        self.progress_log.emit(25, "Making your image available on the lab's nodes")
+        for node, result in (await self.engine.spread_image(image)).items():
+            if isinstance(result, Exception):
+                self.log.warning(
+                    "Image %s could not be put on node %s for user=%s project=%s: %s",
+                    image,
+                    node,
+                    self.user.name,
+                    self.project,
+                    result,
+                )
+            elif result:
+                self.log.info("Image %s put on node %s in %.1f s", image, node, result)
+
     async def _read_back_devices(self) -> None:
         """The devices Swarm assigned (read from the task), in place of the ones DS01 counted
         (free devices of the same kind on the same node: equivalents)."""

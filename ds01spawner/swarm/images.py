@@ -175,16 +175,28 @@ class ImageDistributor:
         manager lacks the image, or the node's engine does not answer or fails the load.
         """
         t0 = time.monotonic()
+        _, spent = self._ensure(image, node)
+        return 0.0 if not spent else time.monotonic() - t0
+
+    def ensure_id(self, image: str, node: NodeInfo) -> str:
+        """``ensure``, answering the image's id on the node: what a server's service names, so
+        that no worker ever pulls ``image`` by its name from a registry (a name like
+        ``ds01/base:latest`` resolves to Docker Hub, where anyone may own it)."""
+        image_id, _ = self._ensure(image, node)
+        return image_id
+
+    def _ensure(self, image: str, node: NodeInfo) -> tuple[str, bool]:
+        """(the image's id, whether it had to be sent)."""
         image_id = self._image_id(image)
         try:
             client = self.engines.client(node)
             if self._present(client, image, image_id):
-                return 0.0
+                return image_id, False
         except (NodeEngineError, *ENGINE_DOWN_ERRORS) as e:
             raise self._failed(image, node, e) from e
         key = (image_id, node.id)
         self._flights.run(key, lambda: self._transfer(client, image, image_id, node))
-        return time.monotonic() - t0
+        return image_id, True
 
     def _layers_on(self, client: docker.APIClient, image: str) -> tuple[list[str], set[str]]:
         """The image's chain ids, and those the node has: from the deepest ancestor (the

@@ -171,16 +171,20 @@ def _tmpfs_mounts(tmpfs: Any) -> list[dict]:
 def _env(environment: Mapping[str, str], gpu_kind: str, void_kinds: Iterable[str]) -> list[str]:
     """The service's environment: the single-engine one without its device choice.
 
-    ``NVIDIA_VISIBLE_DEVICES=void`` and ``DOCKER_RESOURCE_<KIND>=void`` for every kind that was
-    not requested keep an image's ENV (a user's image is not trusted) from naming devices: the
-    NVIDIA runtime reads the configured ``DOCKER_RESOURCE_*`` variables first. The requested
-    kind's variable is left to Swarm, which sets it to the devices it assigned.
+    ``NVIDIA_VISIBLE_DEVICES=void`` and an EMPTY ``DOCKER_RESOURCE_<KIND>`` for every kind that
+    was not requested keep an image's ENV (a user's image is not trusted) from naming devices:
+    the NVIDIA runtime reads the configured ``DOCKER_RESOURCE_*`` variables first and joins
+    their values. Empty, not ``void``: one ``void`` among them voids the whole list, so a server
+    on a node with two kinds (two MIG profiles, or GPUs and slices) would get no device at all
+    (found in review, nvidia-container-toolkit's ``DevicesFromEnvvars``); a set but empty
+    variable overrides the image's and adds nothing, and all of them empty is "no device". The
+    requested kind's variable is left to Swarm, which sets it to the devices it assigned.
     """
     drop = {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"}
     env = {k: v for k, v in environment.items() if k not in drop}
     env["NVIDIA_VISIBLE_DEVICES"] = "void"
     for kind in sorted(set(void_kinds) - {gpu_kind}):
-        env[gpu_kind_env(kind)] = "void"
+        env[gpu_kind_env(kind)] = ""
     return [f"{k}={v}" for k, v in env.items()]
 
 
@@ -328,7 +332,7 @@ def service_spec(
 
     ``gpu_count`` devices of generic-resource kind ``gpu_kind`` are reserved (Swarm picks which);
     ``void_kinds`` are the other kinds the cluster advertises (see ``tasks.cluster_kinds``), set
-    to ``void`` so that an image cannot name devices of them. ``api_version`` is the manager's API
+    empty so that an image cannot name devices of them. ``api_version`` is the manager's API
     version (``APIClient.api_version``): from 1.46 no-new-privileges is set on the service itself.
     Raises SwarmSpecError for anything Swarm cannot run as the single engine would.
     """

@@ -54,6 +54,13 @@ class NodeInfo:
         return self.state == "ready"
 
     @property
+    def lost(self) -> bool:
+        """Whether the manager gave the node up ("down"). "unknown" (every node, for a moment,
+        after a manager restart or a leadership change) and "disconnected" (a network blip) are
+        not lost: their servers keep their last state until the node is down or answers again."""
+        return self.state == "down"
+
+    @property
     def schedulable(self) -> bool:
         """Whether DS01 may place a server here: up, active, and reachable (ds01.addr set)."""
         return self.ready and self.availability == "active" and bool(self.addr)
@@ -202,7 +209,7 @@ def _task_state(task: Mapping, node: NodeInfo | None) -> tuple[str, str, int | N
     if raw in _EXITED:
         code = int(exit_code) if isinstance(exit_code, int) else None
         return "exited", reason or str(status.get("Message") or ""), code
-    if task.get("NodeID") and (node is None or not node.ready):
+    if task.get("NodeID") and (node is None or node.lost):
         where = f"node {node.name} is {node.state}" if node else "its node left the swarm"
         return "gone", where, None
     desired = str(task.get("DesiredState") or "running")
@@ -247,7 +254,7 @@ def server_tasks(
         else:
             state, reason, exit_code = "pending", "no task yet", None
         pinned = _pinned_node(template)
-        if state == "pending" and pinned and not (pinned in by_node and by_node[pinned].ready):
+        if state == "pending" and pinned and (pinned not in by_node or by_node[pinned].lost):
             # pinned to a node that is down or gone: it can never start
             where = by_node[pinned].name if pinned in by_node else pinned
             state, reason = "gone", f"node {where} is down or left the swarm"

@@ -23,12 +23,19 @@ pytestmark = pytest.mark.integration
 SLEEP = ["python3", "-c", "import time; time.sleep(600)"]
 
 
-def create(swarm, name: str, command: list[str], gpu: bool = False, node: str | None = None,
-           mounts: list[Mount] | None = None) -> str:
+def create(
+    swarm,
+    name: str,
+    command: list[str],
+    gpu: bool = False,
+    node: str | None = None,
+    mounts: list[Mount] | None = None,
+) -> str:
     """A one-task service as the Swarm mode makes them: host network, init, 1 s stop grace,
     no restart, the image as present on the node (docker-py never resolves it in a registry)."""
-    spec = ContainerSpec(BASE, command=command, init=True, stop_grace_period=10**9,
-                         mounts=mounts or [])
+    spec = ContainerSpec(
+        BASE, command=command, init=True, stop_grace_period=10**9, mounts=mounts or []
+    )
     template = TaskTemplate(
         spec,
         resources=Resources(generic_resources={"NVIDIA-GPU": 1}) if gpu else None,
@@ -84,8 +91,10 @@ def test_gpus_are_distinct_and_the_fifth_waits(two_node_swarm):
     node, assigned, seen = assigned_gpu(s, s.running_task("gpu4"))
     freed = time.monotonic() - t
     assert (node, assigned) == pairs[0] and seen == assigned
-    print(f"service create -> Running: {[round(x, 2) for x in starts]} s; "
-          f"remove -> pending one Running: {freed:.2f} s")
+    print(
+        f"service create -> Running: {[round(x, 2) for x in starts]} s; "
+        f"remove -> pending one Running: {freed:.2f} s"
+    )
     remove_all(s)
 
 
@@ -95,11 +104,18 @@ def test_bind_mount_and_node_address(two_node_swarm, tmp_path):
     ws.mkdir()
     ports = {"n1": 18081, "n2": 18082}
     for name, node in s.nodes.items():
-        code = (f"import os; open('/ws/from-{name}.txt', 'w').write(os.uname().nodename); "
-                f"os.execvp('python3', ['python3', '-m', 'http.server', '{ports[name]}', "
-                f"'--bind', '{node.addr}', '--directory', '/ws'])")
-        create(s, f"web-{name}", ["python3", "-c", code], node=name,
-               mounts=[Mount("/ws", str(ws), type="bind")])
+        code = (
+            f"import os; open('/ws/from-{name}.txt', 'w').write(os.uname().nodename); "
+            f"os.execvp('python3', ['python3', '-m', 'http.server', '{ports[name]}', "
+            f"'--bind', '{node.addr}', '--directory', '/ws'])"
+        )
+        create(
+            s,
+            f"web-{name}",
+            ["python3", "-c", code],
+            node=name,
+            mounts=[Mount("/ws", str(ws), type="bind")],
+        )
     for name in s.nodes:
         s.running_task(f"web-{name}")
         # (2) the file a task wrote on each node is in the host folder, written on that node
@@ -124,8 +140,10 @@ def test_teardown_and_leftover_cleanup_leave_nothing():
     reason = netns_unavailable()
     if reason:
         pytest.skip(f"two-node swarm not possible here: {reason}")
-    mig = {"n1": ["MIG-5c2f0e4a-1d3b-5e6f-8a9b-0c1d2e3f4a5b"],
-           "n2": [f"MIG-9e8d7c6b-5a4f-5e3d-8c2b-1a0f9e8d7c6{i}" for i in range(2)]}
+    mig = {
+        "n1": ["MIG-5c2f0e4a-1d3b-5e6f-8a9b-0c1d2e3f4a5b"],
+        "n2": [f"MIG-9e8d7c6b-5a4f-5e3d-8c2b-1a0f9e8d7c6{i}" for i in range(2)],
+    }
     with TwoNodeSwarm(gpus=mig) as s:
         present = s.leftovers()  # while up: its namespaces and engines (so the check can fail)
         assert any("netns" in x for x in present) and any("process" in x for x in present)

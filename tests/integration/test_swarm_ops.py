@@ -333,6 +333,9 @@ def test_the_admin_map_shows_each_devices_node_and_holder(two_node_swarm, tmp_pa
             for x in s.manager.services(filters={"label": "ds01.user=mapper"})
             if x["Spec"]["Name"].startswith(prefix)
         ]
+        # the service names its image by id, so no worker pulls a name from a registry
+        image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        assert image.startswith("sha256:") and image == s.manager.inspect_image(BASE)["Id"]
         task = s.running_task(service["ID"])
         [device] = assigned_resources(task)
         node = s.node_by_id(task["NodeID"])

@@ -68,6 +68,8 @@ def test_text_from_the_environment_the_hub_uses(monkeypatch, capsys):
     assert 'swarm-resource = "DOCKER_RESOURCE_NVIDIA-GPU"' in text
     assert "docker swarm join --token" in text
     assert "--label-add ds01.addr=" in text
+    # a worker never pulls a server's image by name from a registry (review finding)
+    assert "Environment=DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1" in text
 
 
 def test_no_gpus_needs_no_runtime_and_a_broken_list_is_one_line(tmp_path, monkeypatch, capsys):

@@ -96,7 +96,7 @@ def test_a_gpu_server_as_a_one_task_service_full_dict():
                     "JUPYTERHUB_ROOT_DIR=/workspace",
                     "SHELL=/bin/bash",
                     "NVIDIA_VISIBLE_DEVICES=void",
-                    "DOCKER_RESOURCE_NVIDIA-MIG-1G-5GB=void",
+                    "DOCKER_RESOURCE_NVIDIA-MIG-1G-5GB=",
                 ],
                 "Labels": labels,
                 "Mounts": [
@@ -140,8 +140,8 @@ def test_no_gpu_server_voids_every_kind_and_reserves_nothing():
     create, host = server(gpu_uuids=(), gpu_equivalents=0.0)
     spec = service_spec(create, host, node_id=NODE, void_kinds=["NVIDIA-GPU", "NVIDIA-MIG-3G-20GB"])
     env = spec["task_template"]["ContainerSpec"]["Env"]
-    assert "DOCKER_RESOURCE_NVIDIA-GPU=void" in env
-    assert "DOCKER_RESOURCE_NVIDIA-MIG-3G-20GB=void" in env
+    assert "DOCKER_RESOURCE_NVIDIA-GPU=" in env
+    assert "DOCKER_RESOURCE_NVIDIA-MIG-3G-20GB=" in env
     assert "NVIDIA_VISIBLE_DEVICES=void" in env
     assert not any(e.startswith("CUDA_VISIBLE_DEVICES=") for e in env)
     assert "Reservations" not in spec["task_template"]["Resources"]
@@ -157,8 +157,8 @@ def test_a_mig_request_reserves_its_kind_and_leaves_its_variable_to_swarm():
     resources = spec["task_template"]["Resources"]["Reservations"]["GenericResources"]
     assert resources == [{"DiscreteResourceSpec": {"Kind": kind, "Value": 2}}]
     env = spec["task_template"]["ContainerSpec"]["Env"]
-    assert f"{gpu_kind_env(kind)}=void" not in env
-    assert "DOCKER_RESOURCE_NVIDIA-GPU=void" in env
+    assert not any(e.startswith(f"{gpu_kind_env(kind)}=") for e in env)
+    assert "DOCKER_RESOURCE_NVIDIA-GPU=" in env
 
 
 def test_no_new_privileges_on_the_service_from_api_1_46():
