@@ -100,7 +100,9 @@ def run_check(
         command=CHECK_COMMAND,
         user=user,
         name=name,
-        environment={"HOME": "/tmp"},
+        # no GPU for the check, even under an engine whose default runtime is NVIDIA's and an
+        # image whose ENV names devices (a user's image is not trusted)
+        environment={"HOME": "/tmp", "NVIDIA_VISIBLE_DEVICES": "void"},
         host_config=host_config,
         network_disabled=True,
         labels=check_labels(api.inspect_image(image)["Config"].get("Labels") or {}),
