@@ -33,7 +33,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 import docker
@@ -44,28 +43,9 @@ from ..swarm.gpu_metrics import MetricsReader
 from ..swarm.inventory import SwarmInventory, kind_share
 from ..swarm.nodes import ENGINE_DOWN_ERRORS, NodeEngineError, NodeEngines
 from ..swarm.service_spec import GPU_LABEL, NODE_LABEL, service_name
-from ..swarm.tasks import NodeInfo, ServerTask, parse_nodes, server_tasks
+from ..swarm.tasks import DOCKER_WORDS, NodeInfo, ServerTask, epoch, parse_nodes, server_tasks
 
 #: ServerTask.state -> the ``docker ps`` State the table code reads.
-DOCKER_STATES = {
-    "running": "running",
-    "starting": "created",
-    "pending": "created",
-    "stopping": "removing",
-    "exited": "exited",
-    "gone": "dead",
-}
-
-
-def created_at(text: str) -> float:
-    """Swarm's ``CreatedAt`` (RFC 3339, nanoseconds) as a Unix time; 0.0 when unreadable."""
-    head, _, frac = str(text or "").rstrip("Z").partition(".")
-    try:
-        when = datetime.fromisoformat(head).replace(tzinfo=timezone.utc)
-    except ValueError:
-        return 0.0
-    digits = "".join(ch for ch in frac if ch.isdigit())[:6].ljust(6, "0")
-    return when.timestamp() + int(digits) / 1e6
 
 
 class NodeUnavailable(docker.errors.DockerException):
@@ -102,7 +82,7 @@ def listing(server: ServerTask, prefix: str, created: float = 0.0) -> dict:
         "Id": server.container_id or f"task-{server.task_id or server.service_id}",
         "Names": ["/" + container_name(server.user, server.server, prefix)],
         "Labels": labels,
-        "State": DOCKER_STATES.get(server.state, "dead"),
+        "State": DOCKER_WORDS.get(server.state, "dead"),
         "Status": server.reason,
         "Created": created,
     }
@@ -182,7 +162,7 @@ class SwarmServiceEngine:
         with self._lock:
             self._nodes = parse_nodes(nodes)
             self._servers = {listing(s, self.prefix)["Id"]: s for s in found}
-            self._created = {s["ID"]: created_at(s.get("CreatedAt", "")) for s in services}
+            self._created = {s["ID"]: epoch(s.get("CreatedAt", "")) for s in services}
         return found
 
     def nodes(self) -> dict[str, NodeInfo]:

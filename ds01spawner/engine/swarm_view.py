@@ -16,40 +16,10 @@ hands them here (``swarm.tasks.server_tasks`` parses them); nothing here calls D
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 
-from ..swarm.tasks import NodeInfo, ServerTask
+from ..gpus.table import GPU_LABEL
+from ..swarm.tasks import DOCKER_WORDS, NodeInfo, ServerTask, epoch
 from .base import EXITED, PENDING, RUNNING, ServerRecord, ServerState
-
-GPU_LABEL = "ds01.gpus"
-
-#: ServerTask.state -> the ``docker ps`` state the table reads (gpus.table.HOLDING_STATES hold)
-DOCKER_WORDS = {
-    "pending": "created",
-    "starting": "created",
-    "running": "running",
-    "stopping": "removing",
-    "exited": "exited",
-    "gone": "dead",
-}
-
-
-def epoch(timestamp: str) -> float:
-    """Swarm's ``CreatedAt`` (RFC 3339 with nanoseconds) as epoch seconds (0.0 when unreadable)."""
-    text = (timestamp or "").strip()
-    if not text:
-        return 0.0
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    head, dot, rest = text.partition(".")
-    if dot:  # at most microseconds for fromisoformat
-        digits = "".join(c for c in rest if c.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{head}.{digits[:6]}{zone}"
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return 0.0
 
 
 def reserved_devices(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 ADDR_LABEL = "ds01.addr"
@@ -338,3 +339,32 @@ def free_counts(
                 if key in counts:
                     counts[key] = max(0, counts[key] - n)
     return counts
+
+
+#: ServerTask.state -> the ``docker ps`` state the table reads (gpus.table.HOLDING_STATES hold)
+DOCKER_WORDS = {
+    "pending": "created",
+    "starting": "created",
+    "running": "running",
+    "stopping": "removing",
+    "exited": "exited",
+    "gone": "dead",
+}
+
+
+def epoch(timestamp: str) -> float:
+    """Swarm's ``CreatedAt`` (RFC 3339 with nanoseconds) as epoch seconds (0.0 when unreadable)."""
+    text = (timestamp or "").strip()
+    if not text:
+        return 0.0
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    head, dot, rest = text.partition(".")
+    if dot:  # at most microseconds for fromisoformat
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6]}{zone}"
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0

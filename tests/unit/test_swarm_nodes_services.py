@@ -14,7 +14,6 @@ from ds01spawner.culler.signals import parse_container
 from ds01spawner.engine.services import ServiceEngine, service_engine, service_inventory
 from ds01spawner.engine.swarm_services import (
     SwarmServiceEngine,
-    created_at,
     listing,
     matches,
     node_view,
@@ -25,7 +24,7 @@ from ds01spawner.limits.usage import usage_of
 from ds01spawner.projects.names import container_name
 from ds01spawner.services.settings import check_engine_settings, engine_environment
 from ds01spawner.swarm.inventory import SwarmInventory, device_of, kind_share
-from ds01spawner.swarm.tasks import parse_nodes, server_tasks
+from ds01spawner.swarm.tasks import epoch, parse_nodes, server_tasks
 
 from .test_swarm_tasks import MIG, N1, N2, G, named, node, storm
 
@@ -93,9 +92,9 @@ def test_inspect_from_the_node_is_read_as_on_a_single_engine():
     assert c.workspace == "/srv/ws/a/proj" and c.uid == 4001
 
 
-def test_created_at_reads_swarm_times():
-    assert created_at("2026-11-29T19:17:12.092104827Z") == pytest.approx(1795979832.092104)
-    assert created_at("") == 0.0 and created_at("junk") == 0.0
+def test_epoch_reads_swarm_times():
+    assert epoch("2026-11-29T19:17:12.092104827Z") == pytest.approx(1795979832.092104)
+    assert epoch("") == 0.0 and epoch("junk") == 0.0
 
 
 def test_swarm_devices_as_an_inventory_with_their_node():
