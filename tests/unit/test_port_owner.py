@@ -1,21 +1,27 @@
 """The port-owner check's pure parts: the helper program a swarm node runs (the same source as
 the hub's own check), its answer, and the helper container's settings."""
 
+import asyncio
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+from tornado import web
 
 from ds01spawner.engine.port_owner import (
     PROBE_CAPS,
     PortCheckError,
+    PortHolder,
     parse_probe_output,
     port_holder,
     probe_container,
     probe_script,
 )
 from ds01spawner.gpus.table import is_server_container
+from ds01spawner.spawner import network_steps
+from ds01spawner.spawner.network_steps import PORT_TAKEN_MESSAGE, NetworkSteps
 
 from .test_netguard import PROC_NET_TCP
 
@@ -96,3 +102,54 @@ def test_the_helper_container_sees_the_node_and_nothing_more():
 def test_the_helper_is_run_by_image_id_only():
     with pytest.raises(PortCheckError, match="image id"):
         probe_container("ds01/base:latest", "ds01", "10.0.0.2", 20001, [41])
+
+
+class _Engine:
+    """An engine whose port check answers ``answer`` (a PortHolder, an error, or never)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    async def port_holder(self, target, ip, port, probe_image):
+        if self.answer == "never":
+            await asyncio.sleep(3600)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+class _Steps(NetworkSteps):
+    prefix = "t"
+    container_id = "c0ffee"
+    image = "ds01/base:latest"
+    name = "p"
+    ip = "10.0.0.2"
+    on_swarm = True
+    user = SimpleNamespace(name="bob")
+
+
+@pytest.mark.parametrize(
+    ("answer", "logged"),
+    [
+        (PortCheckError("node n2: the port check exited 1"), "node n2: the port check exited 1"),
+        ("never", "no answer in 0 s"),
+        (PortHolder(222, False, True, (41,), "n2"), "held by socket inode 222 on node n2"),
+        (PortHolder(222, False, False, (41,), "n2"), "server=p on node n2: the processes"),
+    ],
+)
+def test_a_port_check_that_fails_or_finds_another_holder_refuses(
+    monkeypatch, caplog, answer, logged
+):
+    monkeypatch.setattr(network_steps, "PORT_CHECK_TIMEOUT", 0.2)
+    steps = _Steps()
+    steps.engine = _Engine(answer)
+    with pytest.raises(web.HTTPError) as e:
+        asyncio.run(steps._verify_port_owner("10.0.0.2", 20001))
+    assert e.value.status_code == 503 and e.value.jupyterhub_message == PORT_TAKEN_MESSAGE
+    assert logged in caplog.text, caplog.text
+
+
+def test_a_port_held_by_the_server_passes(caplog):
+    steps = _Steps()
+    steps.engine = _Engine(PortHolder(111, True, True, (41,), "n2"))
+    asyncio.run(steps._verify_port_owner("10.0.0.2", 20001))
