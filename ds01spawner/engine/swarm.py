@@ -279,9 +279,13 @@ class SwarmEngine:
         return await self.run(self._port_holder, target, ip, port, probe_image)
 
     def _port_holder(self, target: str, ip: str, port: int, probe_image: str) -> PortHolder:
+        deadline = time.monotonic() + PORT_CHECK_SECONDS / 2
         s, nodes = self._server(target)
-        if s is None or nodes.get(s.node_id) is None or not s.container_id:
-            raise PortCheckError(f"server {target} has no container on a node yet")
+        while s is None or nodes.get(s.node_id) is None or not s.container_id:
+            if time.monotonic() > deadline:  # something answered before the server existed
+                raise PortCheckError(f"server {target} has no container on a node yet")
+            time.sleep(0.25)
+            s, nodes = self._server(target)
         node = nodes[s.node_id]
         try:
             client = self.engines.client(node)

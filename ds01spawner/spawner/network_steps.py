@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from urllib.parse import urlparse
 
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
@@ -165,6 +166,7 @@ class NetworkSteps(LoggingConfigurable):
         if not self.check_port_owner:
             return
         where = f" on node {self.ip}" if getattr(self, "on_swarm", False) else ""
+        t0 = time.monotonic()
         try:
             holder = await asyncio.wait_for(
                 self.engine.port_holder(self.container_id, ip, port, self.image),
@@ -185,7 +187,13 @@ class NetworkSteps(LoggingConfigurable):
         if holder.node:
             where = f" on node {holder.node}"
         if holder.ours:
-            self.log.info("Port %s:%s%s is held by its server's container", ip, port, where)
+            self.log.info(
+                "Port %s:%s%s is held by its server's container (checked in %.2f s)",
+                ip,
+                port,
+                where,
+                time.monotonic() - t0,
+            )
             return
         if not holder.readable:
             self.log.error(
