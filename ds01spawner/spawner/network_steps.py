@@ -96,7 +96,10 @@ class NetworkSteps(LoggingConfigurable):
         help="""Before a server on the host network is reported ready, check that the socket
         listening on its port belongs to a process of its own container (``/proc/net/tcp`` and
         the container's processes); a port another user's process took is refused with a
-        message and an error in the hub's log. Needs the hub to run as root.
+        message and an error in the hub's log. Needs the hub to run as root. On a swarm it runs
+        on the server's node, in a short-lived helper container of the base image (by id) with
+        the node's pid and network namespaces (docs/scale-out.md#hub-side-checks-on-a-swarm);
+        a check that cannot run refuses the launch.
         Default: ``True``. Example: ``c.DS01Spawner.check_port_owner = False``.
         """,
     ).tag(config=True)
