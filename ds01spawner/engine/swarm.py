@@ -279,6 +279,8 @@ class SwarmEngine:
         return await self.run(self._port_holder, target, ip, port, probe_image)
 
     def _port_holder(self, target: str, ip: str, port: int, probe_image: str) -> PortHolder:
+        if not probe_image or probe_image.startswith(f"{self.prefix}-"):  # a user's build: never
+            raise PortCheckError(f"the port check runs the hub's base image, not {probe_image!r}")
         deadline = time.monotonic() + PORT_CHECK_SECONDS / 2
         s, nodes = self._server(target)
         while s is None or nodes.get(s.node_id) is None or not s.container_id:

@@ -153,3 +153,14 @@ def test_a_port_held_by_the_server_passes(caplog):
     steps = _Steps()
     steps.engine = _Engine(PortHolder(111, True, True, (41,), "n2"))
     asyncio.run(steps._verify_port_owner("10.0.0.2", 20001))
+
+
+@pytest.mark.parametrize("image", ["ds01-bob/p:0123", ""])
+def test_a_swarm_never_runs_a_users_image_as_the_helper(image):
+    """The helper is root with ptrace on the node: only the hub's base image may be it."""
+    from ds01spawner.engine.swarm import SwarmEngine
+    from ds01spawner.swarm.nodes import NodeEngines
+
+    engine = SwarmEngine(NodeEngines("unix:///nonexistent/docker.sock"), "ds01", threads=1)
+    with pytest.raises(PortCheckError, match="base image"):
+        engine._port_holder("ds01-bob.p", "10.0.0.2", 20001, image)
