@@ -166,15 +166,18 @@ def test_e_a_port_taken_on_the_node_is_refused_there(swarm_hub, two_node_swarm):
     """Alice's process on node n2 (a host-network container with a student's uid, as a server
     could run) listens on every port of the hub's server_ports on n2's address; Bob's launch
     placed on n2 is answered by it, and the port-owner check, run on n2 by the helper
-    container, refuses it. Without the impostor the same placement succeeds."""
+    container, refuses it. Without the impostor the same placement succeeds, with the device
+    the refused launch had (no GPU leaked)."""
     hub, swarm = swarm_hub, two_node_swarm
     n2 = swarm.node("n2")
     n2_name = swarm.manager.inspect_node(n2.node_id)["Description"]["Hostname"]
     first, last = (
         int(p) for p in json.loads(hub.env["DS01_TEST_SPAWNER"])["server_ports"].split("-")
     )
-    hub.start_server("pfill", "p")  # no GPU: the emptier node, n1 (n2 gets the next one)
-    assert placed(swarm, hub, "pfill")[0] == "n1"
+    fillers = ["pfill", "pfill2"]
+    for u in fillers:  # packing: n1's two devices, so the next server goes to n2
+        hub.start_server(u, "p", ONE)
+        assert placed(swarm, hub, u)[0] == "n1"
     image = n2.client.inspect_image("ds01/base:latest")["Id"]
     alice = n2.client.create_container(
         image,
@@ -187,7 +190,7 @@ def test_e_a_port_taken_on_the_node_is_refused_there(swarm_hub, two_node_swarm):
         n2.client.start(alice)
         wait_for(lambda: b"listening" in n2.client.logs(alice), 30, "the impostor to listen")
         write_project(hub, "bob", "slow", {"Dockerfile": SLOW})  # never listens itself
-        r = hub.request_server("bob", "slow")
+        r = hub.request_server("bob", "slow", ONE)
         assert r.status_code in (201, 202), r.text
         events = progress_events(hub, "bob", "slow")
         assert events[-1].get("failed"), events[-1]
@@ -209,8 +212,11 @@ def test_e_a_port_taken_on_the_node_is_refused_there(swarm_hub, two_node_swarm):
         assert helpers == []  # the helper is gone too
     finally:
         n2.client.remove_container(alice, force=True)
-    hub.start_server("bob", "p")  # the control: the same node, its own port, the check passes
-    assert placed(swarm, hub, "bob")[0] == "n2"
+    # the control: n2 again, now with BOTH its devices (the refused launch's one was released),
+    # and the check passes
+    hub.start_server("bob", "p", {"gpus": 2, "gpu_type": "full"})
+    node, assigned, _seen = placed(swarm, hub, "bob")
+    assert node == "n2" and len(assigned.split(",")) == 2, (node, assigned)
     checked = [
         line
         for line in hub.log_path.read_text().splitlines()
@@ -218,7 +224,7 @@ def test_e_a_port_taken_on_the_node_is_refused_there(swarm_hub, two_node_swarm):
     ]
     assert any(f"on node {n2_name} is held" in line for line in checked), checked
     print(checked[-1])
-    for u in ("pfill", "bob"):
+    for u in [*fillers, "bob"]:
         hub.stop_server(u, "p")
 
 
