@@ -292,6 +292,8 @@ class SwarmEngine:
         try:
             client = self.engines.client(node)
             pids = top_pids(client.top(s.container_id))
+            if not pids:
+                raise PortCheckError(f"node {node.name}: the server's container has no processes")
             image_id = str(self.client.inspect_image(probe_image)["Id"])
             self.distributor.ensure(image_id, node)
             kwargs = probe_container(image_id, self.prefix, ip, port, pids)
