@@ -107,9 +107,11 @@ class Hub:
                 ),
             }
         )
-        if swarm is not None:
-            self.env.update(swarm_env(swarm, self.port, self.env.get("DS01_TEST_SPAWNER")))
-        self.env.update(extra_env or {})
+        extra = dict(extra_env or {})
+        if swarm is not None:  # the test's spawner settings are merged into the swarm's
+            spawner = extra.pop("DS01_TEST_SPAWNER", None) or self.env.get("DS01_TEST_SPAWNER")
+            self.env.update(swarm_env(swarm, self.port, spawner))
+        self.env.update(extra)
         self.proc: subprocess.Popen | None = None
         self.session = requests.Session()
         self._user_tokens: dict[str, str] = {}

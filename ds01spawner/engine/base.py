@@ -150,6 +150,12 @@ class ContainerEngine(Protocol):
     async def pids(self, target: str) -> dict:
         """The server's processes as the engine reports them (``top``: Titles/Processes)."""
 
+    async def port_holder(self, target: str, ip: str, port: int, probe_image: str) -> Any:
+        """Who holds ``ip:port`` where the server runs (``engine.port_owner.PortHolder``): the
+        socket listening there and whether one of the server's processes (the engine's ``top``)
+        holds it. ``probe_image``: the hub's base image (an engine that checks on a remote node
+        runs it there, by id). ``engine.port_owner.PortCheckError`` when it cannot be checked."""
+
     async def image(self, ref: str) -> dict | None:
         """The image's inspect record, None when it is not on the engine."""
 

@@ -21,6 +21,7 @@ import docker
 from docker.utils import kwargs_from_env
 
 from .base import EXITED, PENDING, RUNNING, CreateRequest, Placement, ServerRecord, ServerState
+from .port_owner import PortHolder, port_holder, top_pids
 
 #: docker-py names a local Unix socket http+docker://localhost (an ssh:// engine is
 #: http+docker://ssh): only a local engine's /proc is the hub's to read
@@ -124,6 +125,11 @@ class DockerEngine:
 
     async def pids(self, target: str) -> dict:
         return await self.call("top", target)
+
+    async def port_holder(self, target: str, ip: str, port: int, probe_image: str) -> PortHolder:
+        """This host's /proc (the hub runs next to the engine); ``probe_image`` is not needed."""
+        pids = top_pids(await self.pids(target))
+        return await asyncio.to_thread(port_holder, ip, port, pids)
 
     async def image(self, ref: str) -> dict | None:
         try:

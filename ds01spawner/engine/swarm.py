@@ -11,8 +11,9 @@ devices are read back from the task (``state().devices``, ``list_servers()``), n
   image's /etc/passwd stays (the server runs with the user's uid/gid; ``whoami`` may print
   "I have no name!"). A Swarm config mounted at /etc/passwd would work but is one more object per
   launch to create and remove, for a cosmetic gain: not done (docs/scale-out.md).
-- ``local`` False: the server's /proc is its node's, so the hub's /proc checks (the workspace mount
-  check, the port-owner check) do not apply; the spawner logs that once (``swarm_steps``).
+- ``local`` False: the server's /proc is its node's, so the hub's /proc check of the workspace mount
+  does not apply; the spawner logs that once (``swarm_steps``). The port-owner check runs on the
+  node instead (``port_holder``: a trusted helper container there, ``engine.port_owner``).
 - the manager's engine API (``NodeEngines.manager()``) holds services, tasks, nodes and images
   (images are built there; ``ImageDistributor.ensure`` puts them on the chosen node before the
   service is made); a node's own engine API (``NodeEngines.client``) gives a server's processes,
@@ -41,8 +42,11 @@ from ..swarm.nodes import ENGINE_DOWN_ERRORS, NodeEngineError, NodeEngines
 from ..swarm.service_spec import SwarmSpecError, service_name, service_spec
 from ..swarm.tasks import MANAGED_LABEL, NodeInfo, ServerTask, parse_nodes, server_tasks
 from .base import CreateRequest, Placement, ServerRecord, ServerState
+from .port_owner import PortCheckError, PortHolder, probe_container, run_probe, top_pids
 from .swarm_view import server_records, server_state
 
+#: How long the port-owner helper container may run on a node before the check fails (closed).
+PORT_CHECK_SECONDS = 15.0
 #: How long ``remove`` waits, after the grace period, for the task's container to be gone.
 REMOVE_SLACK_SECONDS = 10.0
 
@@ -288,6 +292,35 @@ class SwarmEngine:
             return self._node_client(s, nodes).top(s.container_id)
         except ENGINE_DOWN_ERRORS as e:
             raise SwarmEngineError(f"node {s.node_name} does not answer: {e}") from e
+
+    async def port_holder(self, target: str, ip: str, port: int, probe_image: str) -> PortHolder:
+        """The port-owner check on the server's node: ``probe_image`` (the hub's base image) is
+        resolved to its id on the manager, put on the node by id, and run there as the helper
+        (``port_owner.probe_container``) with the pids the node's engine reports (``top``)."""
+        return await self.run(self._port_holder, target, ip, port, probe_image)
+
+    def _port_holder(self, target: str, ip: str, port: int, probe_image: str) -> PortHolder:
+        if not probe_image or probe_image.startswith(f"{self.prefix}-"):  # a user's build: never
+            raise PortCheckError(f"the port check runs the hub's base image, not {probe_image!r}")
+        deadline = time.monotonic() + PORT_CHECK_SECONDS / 2
+        s, nodes = self._server(target)
+        while s is None or nodes.get(s.node_id) is None or not s.container_id:
+            if time.monotonic() > deadline:  # something answered before the server existed
+                raise PortCheckError(f"server {target} has no container on a node yet")
+            time.sleep(0.25)
+            s, nodes = self._server(target)
+        node = nodes[s.node_id]
+        try:
+            client = self.engines.client(node)
+            pids = top_pids(client.top(s.container_id))
+            if not pids:
+                raise PortCheckError(f"node {node.name}: the server's container has no processes")
+            image_id = str(self.client.inspect_image(probe_image)["Id"])
+            self.distributor.ensure(image_id, node)
+            kwargs = probe_container(image_id, self.prefix, ip, port, pids)
+            return run_probe(client, kwargs, node.name, PORT_CHECK_SECONDS)
+        except (NodeEngineError, ImageDistributionError, *ENGINE_DOWN_ERRORS) as e:
+            raise PortCheckError(f"node {node.name}: {e}") from e
 
     async def image(self, ref: str) -> dict | None:
         try:

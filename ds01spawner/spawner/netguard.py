@@ -10,26 +10,29 @@ With host networking every container shares the host's loopback. Two defences:
   outside the range), so they still reach every server. Host-network containers have no user
   namespace: their processes are the student's uid in the host's kernel, so the owner match
   sees them.
-- **port owner** (``listening_inode``, ``socket_inodes``): a port cannot be kept from being bound
-  by a student (any unprivileged port can be), so before the hub reports a server, the socket
-  that listens on its port must belong to a process of its own container; otherwise a student
-  who raced for the port would get the victim's traffic.
+- **port owner** (``engine/port_owner.py``, re-exported here): a port cannot be kept from
+  being bound by a student (any unprivileged port can be), so before the hub reports a server,
+  the socket that listens on its port must belong to a process of its own container; otherwise
+  a student who raced for the port would get the victim's traffic.
 
 Pure parsing and rule building; the few I/O helpers (``apply_firewall``, ``port_holder``) take
-their runner / proc root as parameters. Imports nothing of DS01.
+their runner / proc root as parameters. Imports nothing of DS01 but the engine's port check.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+
+from ..engine.port_owner import PortHolder as PortHolder  # re-exported: the port check
+from ..engine.port_owner import listening_inode as listening_inode
+from ..engine.port_owner import port_holder as port_holder
+from ..engine.port_owner import socket_inodes as socket_inodes
+from ..engine.port_owner import top_pids as top_pids
 
 _RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
-LISTEN = "0A"
 
 
 class NetGuardError(Exception):
@@ -166,72 +169,3 @@ def _restorer(tool: str) -> Callable[[str], subprocess.CompletedProcess]:
             return subprocess.CompletedProcess([tool], 127, "", f"{tool} is not installed")
 
     return restore
-
-
-# ---- who holds a port ------------------------------------------------------------------------
-
-
-def listening_inode(proc_net_tcp: str, ip: str, port: int) -> int | None:
-    """The inode of the socket listening on ``ip:port`` (IPv4) or on 0.0.0.0:``port``, from the
-    text of ``/proc/net/tcp``; None when nothing listens."""
-    want = {_hex_addr(ip, port), _hex_addr("0.0.0.0", port)}
-    for line in proc_net_tcp.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 9 and fields[1] in want and fields[3] == LISTEN:
-            return int(fields[9])
-    return None
-
-
-def _hex_addr(ip: str, port: int) -> str:
-    packed = bytes(int(part) for part in ip.split("."))
-    return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
-
-
-def socket_inodes(fd_targets: Iterable[str]) -> set[int]:
-    """Inodes of the ``socket:[N]`` links among a process's fd link targets."""
-    out = set()
-    for target in fd_targets:
-        if target.startswith("socket:[") and target.endswith("]"):
-            out.add(int(target[8:-1]))
-    return out
-
-
-@dataclass(frozen=True)
-class PortHolder:
-    inode: int | None  # the listening socket, None when nothing listens
-    ours: bool  # held by one of the given pids
-    readable: bool = True  # False: no pid's fd folder could be read (not root?)
-
-
-def port_holder(ip: str, port: int, pids: Iterable[int], proc: str = "/proc") -> PortHolder:
-    """Is the socket listening on ``ip:port`` held by one of ``pids`` (the container's)?"""
-    with open(os.path.join(proc, "net", "tcp")) as f:
-        inode = listening_inode(f.read(), ip, port)
-    if inode is None:
-        return PortHolder(None, False)
-    readable = False
-    for pid in pids:
-        fd_dir = os.path.join(proc, str(pid), "fd")
-        try:
-            names = os.listdir(fd_dir)
-        except OSError:
-            continue
-        readable = True
-        targets = []
-        for name in names:
-            try:
-                targets.append(os.readlink(os.path.join(fd_dir, name)))
-            except OSError:
-                continue
-        if inode in socket_inodes(targets):
-            return PortHolder(inode, True)
-    return PortHolder(inode, False, readable)
-
-
-def top_pids(top: dict) -> list[int]:
-    """Host pids from the engine's ``top`` answer (``Titles`` / ``Processes``)."""
-    titles = top.get("Titles") or []
-    if "PID" not in titles:
-        return []
-    i = titles.index("PID")
-    return [int(row[i]) for row in top.get("Processes") or [] if len(row) > i]

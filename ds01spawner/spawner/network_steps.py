@@ -11,24 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from urllib.parse import urlparse
 
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ..errors import user_error
+from ..engine.port_owner import PortCheckError
+from ..errors import DOCKER_ERRORS, user_error
 from .netguard import (
     NetGuardError,
     apply_firewall,
     chain_name,
     firewall_rules,
     parse_range,
-    port_holder,
     read_ipv6_loopback,
-    top_pids,
 )
 
 DEFAULT_SERVER_PORTS = "20000-29999"
+#: seconds the port-owner check may take (on a swarm: a helper container on the node)
+PORT_CHECK_TIMEOUT = 20.0
 PORT_TAKEN_MESSAGE = (
     "Another program took your server's network port while it was starting, so DS01 did not "
     "connect you to it. Launch again; an admin has been told."
@@ -94,7 +96,10 @@ class NetworkSteps(LoggingConfigurable):
         help="""Before a server on the host network is reported ready, check that the socket
         listening on its port belongs to a process of its own container (``/proc/net/tcp`` and
         the container's processes); a port another user's process took is refused with a
-        message and an error in the hub's log. Needs the hub to run as root.
+        message and an error in the hub's log. Needs the hub to run as root. On a swarm it runs
+        on the server's node, in a short-lived helper container of the base image (by id) with
+        the node's pid and network namespaces (docs/scale-out.md#hub-side-checks-on-a-swarm);
+        a check that cannot run refuses the launch.
         Default: ``True``. Example: ``c.DS01Spawner.check_port_owner = False``.
         """,
     ).tag(config=True)
@@ -158,33 +163,63 @@ class NetworkSteps(LoggingConfigurable):
         )
 
     async def _verify_port_owner(self, ip: str, port: int) -> None:
-        """The socket on ``ip:port`` must be held by this server's container."""
-        if not self.check_port_owner or getattr(self, "on_swarm", False):
-            return  # a remote engine's sockets are not in this host's /proc (swarm_steps)
-        pids = top_pids(await self.engine.pids(self.container_id))
-        holder = await asyncio.to_thread(port_holder, ip, port, pids)
+        """The socket on ``ip:port`` must be held by this server's container: checked where the
+        server runs (this host's /proc, or on a swarm its node's, ``engine.port_holder``); a
+        check that cannot run or does not answer in ``PORT_CHECK_TIMEOUT`` s refuses the launch."""
+        if not self.check_port_owner:
+            return
+        where = f" on node {self.ip}" if getattr(self, "on_swarm", False) else ""
+        t0 = time.monotonic()
+        try:
+            holder = await asyncio.wait_for(
+                self.engine.port_holder(self.container_id, ip, port, self.image),
+                PORT_CHECK_TIMEOUT,
+            )
+        except (PortCheckError, asyncio.TimeoutError, *DOCKER_ERRORS, OSError) as e:
+            self.log.error(
+                "Cannot check who holds port %s:%s of user=%s server=%s%s: %s: refused "
+                "(fails closed; see docs/scale-out.md#hub-side-checks-on-a-swarm)",
+                ip,
+                port,
+                self.user.name,
+                self.name,
+                where,
+                str(e) or f"no answer in {PORT_CHECK_TIMEOUT:.0f} s",
+            )
+            raise user_error(503, PORT_TAKEN_MESSAGE) from e
+        if holder.node:
+            where = f" on node {holder.node}"
         if holder.ours:
+            self.log.info(
+                "Port %s:%s%s is held by its server's container (checked in %.2f s)",
+                ip,
+                port,
+                where,
+                time.monotonic() - t0,
+            )
             return
         if not holder.readable:
             self.log.error(
-                "Cannot check who holds port %s of user=%s server=%s: the processes of its "
+                "Cannot check who holds port %s of user=%s server=%s%s: the processes of its "
                 "container (pids %s) are not readable in /proc. The hub must run as root, or "
                 "set c.DS01Spawner.check_port_owner = False (see docs/security-availability.md)",
                 port,
                 self.user.name,
                 self.name,
-                pids,
+                where,
+                list(holder.pids),
             )
             raise user_error(503, PORT_TAKEN_MESSAGE)
         self.log.error(
-            "Port %s:%s of user=%s server=%s is held by socket inode %s, not by its container "
+            "Port %s:%s of user=%s server=%s is held by socket inode %s%s, not by its container "
             "%s (pids %s): refused (another process took the port; see ss -ltnpe)",
             ip,
             port,
             self.user.name,
             self.name,
             holder.inode,
+            where,
             (self.container_id or "")[:12],
-            pids,
+            list(holder.pids),
         )
         raise user_error(503, PORT_TAKEN_MESSAGE)

@@ -27,8 +27,6 @@ from .cluster_broker import ClusterBroker
 #: hub-side checks that read this host's /proc or firewall: skipped on a swarm (logged once)
 SKIPPED_ON_SWARM = (
     "the /workspace mount check (it reads the server's /proc/<pid>/root on the hub's host)",
-    "the port-owner check (it reads the hub host's /proc/net/tcp; the server listens in its "
-    "node's network namespace)",
     "network_isolation = 'uid-firewall' (its rules are on the hub host's loopback; on a swarm "
     "each node's firewall keeps servers apart, docs/scale-out.md)",
 )

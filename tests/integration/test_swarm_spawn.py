@@ -9,7 +9,9 @@ and a lost node frees its devices while its users relaunch on the other node wit
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
+import random
 import signal
 import time
 
@@ -19,16 +21,21 @@ from ds01spawner.gpus.queue import ordinal
 
 from .hub import Hub, wait_for
 from .test_gpu_queue import progress_until, queue_api
+from .test_images import progress_events, write_project
+from .test_network import SLOW
 
 pytestmark = pytest.mark.integration
 
 ONE = {"gpus": 1, "gpu_type": "full"}
+PORTS = 12  # the test hub's server_ports: enough for the storm (4 + 1), small enough to fill
 
 
 @pytest.fixture(scope="module")
 def swarm_hub(two_node_swarm, tmp_path_factory):
     prefix = "ds01sw" + str(int(time.time() * 1000))[-6:]
     env = {"DS01_TEST_GPU_QUEUE": "300", "DS01_TEST_SLOW_SPAWN_TIMEOUT": "0"}
+    base = random.randrange(20000, 29000, 100)  # a small range, all of it taken on n2 by test_e
+    env["DS01_TEST_SPAWNER"] = json.dumps({"server_ports": f"{base}-{base + PORTS - 1}"})
     hub = Hub(tmp_path_factory.mktemp(prefix), prefix, env, swarm=two_node_swarm)
     hub.start()
     yield hub
@@ -134,6 +141,91 @@ def test_d_a_hub_restart_keeps_the_servers_and_the_table(swarm_hub, two_node_swa
     for u in runners[1:] + ["late"]:
         hub.stop_server(u, "p")
     wait_for(lambda: not servers(swarm, hub), 30, "no service left")
+
+
+IMPOSTOR = """
+import socket, sys, threading
+def serve(s):
+    while True:
+        c, _ = s.accept()
+        c.recv(65536)
+        c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 8\\r\\n\\r\\nimpostor")
+        c.close()
+for port in range(int(sys.argv[2]), int(sys.argv[3]) + 1):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], port))
+    s.listen(16)
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+print("listening", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_e_a_port_taken_on_the_node_is_refused_there(swarm_hub, two_node_swarm):
+    """Alice's process on node n2 (a host-network container with a student's uid, as a server
+    could run) listens on every port of the hub's server_ports on n2's address; Bob's launch
+    placed on n2 is answered by it, and the port-owner check, run on n2 by the helper
+    container, refuses it. Without the impostor the same placement succeeds, with the device
+    the refused launch had (no GPU leaked)."""
+    hub, swarm = swarm_hub, two_node_swarm
+    n2 = swarm.node("n2")
+    n2_name = swarm.manager.inspect_node(n2.node_id)["Description"]["Hostname"]
+    first, last = (
+        int(p) for p in json.loads(hub.env["DS01_TEST_SPAWNER"])["server_ports"].split("-")
+    )
+    fillers = ["pfill", "pfill2"]
+    for u in fillers:  # packing: n1's two devices, so the next server goes to n2
+        hub.start_server(u, "p", ONE)
+        assert placed(swarm, hub, u)[0] == "n1"
+    image = n2.client.inspect_image("ds01/base:latest")["Id"]
+    alice = n2.client.create_container(
+        image,
+        entrypoint=["python3", "-c", IMPOSTOR, n2.addr, str(first), str(last)],
+        user="4242",
+        name=f"{hub.prefix}_alice",
+        host_config=n2.client.create_host_config(network_mode="host"),
+    )["Id"]
+    try:
+        n2.client.start(alice)
+        wait_for(lambda: b"listening" in n2.client.logs(alice), 30, "the impostor to listen")
+        write_project(hub, "bob", "slow", {"Dockerfile": SLOW})  # never listens itself
+        r = hub.request_server("bob", "slow", ONE)
+        assert r.status_code in (201, 202), r.text
+        events = progress_events(hub, "bob", "slow")
+        assert events[-1].get("failed"), events[-1]
+        assert "Another program took your server's network port" in events[-1]["message"]
+        log = hub.log_path.read_text(errors="replace")
+        assert "of user=bob server=slow is held by socket inode" in log
+        assert f"on node {n2_name}, not by its container" in log, hub.log_tail()
+        r = hub.session.get(f"{hub.url}/user/bob/slow/", timeout=10)
+        assert "impostor" not in r.text  # no route to Alice
+        assert hub.server_model("bob", "slow") is None
+        wait_for(
+            lambda: (
+                not [s for s in servers(swarm, hub) if s["Spec"]["Labels"]["ds01.user"] == "bob"]
+            ),
+            30,
+            "bob's service removed",
+        )
+        helpers = n2.client.containers(all=True, filters={"label": "ds01.probe"})
+        assert helpers == []  # the helper is gone too
+    finally:
+        n2.client.remove_container(alice, force=True)
+    # the control: n2 again, now with BOTH its devices (the refused launch's one was released),
+    # and the check passes
+    hub.start_server("bob", "p", {"gpus": 2, "gpu_type": "full"})
+    node, assigned, _seen = placed(swarm, hub, "bob")
+    assert node == "n2" and len(assigned.split(",")) == 2, (node, assigned)
+    checked = [
+        line
+        for line in hub.log_path.read_text().splitlines()
+        if "is held by its server's container" in line
+    ]
+    assert any(f"on node {n2_name} is held" in line for line in checked), checked
+    print(checked[-1])
+    for u in [*fillers, "bob"]:
+        hub.stop_server(u, "p")
 
 
 def _node_and_container(user: str, swarm, hub):
