@@ -24,7 +24,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..jsonfile import write_json_atomically
@@ -62,8 +62,21 @@ class Plan:
     kept: dict[int, list[Device]]  # waiter id -> free devices kept for it (it still waits)
 
 
-def plan(waiters: Iterable[Waiter], devices: list[Device], taken: Iterable[str]) -> Plan:
-    """Apply the order rule to the free devices (``devices`` minus ``taken``)."""
+def first_free(request: GpuRequest, usable: list[Device]) -> list[Device] | None:
+    """The single engine's pick: the first ``count`` usable devices, None when too few."""
+    return usable[: request.count] if len(usable) >= request.count else None
+
+
+def plan(
+    waiters: Iterable[Waiter],
+    devices: list[Device],
+    taken: Iterable[str],
+    pick: Callable[[GpuRequest, list[Device]], list[Device] | None] = first_free,
+) -> Plan:
+    """Apply the order rule to the free devices (``devices`` minus ``taken``): in arrival
+    order, a waiter is served when ``pick`` finds its devices among the free ones it can use;
+    else every free device it could use is kept for it (a swarm passes a pick with its node
+    rule, ``swarm.cluster_gpus``)."""
     free = {d.uuid for d in devices} - set(taken)
     served: dict[int, list[Device]] = {}
     kept: dict[int, list[Device]] = {}
@@ -71,9 +84,10 @@ def plan(waiters: Iterable[Waiter], devices: list[Device], taken: Iterable[str])
         if w.cancelled:
             continue
         usable = [d for d in candidates(w.request, devices) if d.uuid in free]
-        if len(usable) >= w.request.count:
-            served[w.id] = usable[: w.request.count]
-            free -= {d.uuid for d in served[w.id]}
+        picked = pick(w.request, usable)
+        if picked is not None:
+            served[w.id] = picked
+            free -= {d.uuid for d in picked}
         else:
             kept[w.id] = usable
             free -= {d.uuid for d in usable}

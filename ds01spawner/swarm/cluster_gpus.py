@@ -26,6 +26,7 @@ from ..gpus.allocator import noun as device_noun
 from ..gpus.model import Device
 from ..gpus.node_settings import GPU_KIND, MIG_KIND_PREFIX
 from ..gpus.queue import Plan, Waiter
+from ..gpus.queue import plan as queue_plan
 from .placement import pick_node, request_kinds
 from .tasks import NodeInfo
 
@@ -122,21 +123,12 @@ def plan(
 ) -> Plan:
     """``gpus.queue.plan`` with the node rule: in arrival order, a waiter is served when one
     node has its count free of one kind; else every free device it could use is kept for it."""
-    free = {d.uuid for d in devices} - set(taken)
-    served: dict[int, list[Device]] = {}
-    kept: dict[int, list[Device]] = {}
-    for w in sorted(waiters, key=lambda w: w.id):
-        if w.cancelled:
-            continue
-        usable = [d for d in candidates(w.request, devices) if d.uuid in free]
-        picked = _pick(w.request, usable, inv) if w.request.wants_gpu else []
-        if picked is not None:
-            served[w.id] = picked
-            free -= {d.uuid for d in picked}
-        else:
-            kept[w.id] = usable
-            free -= {d.uuid for d in usable}
-    return Plan(served, kept)
+    return queue_plan(
+        waiters,
+        devices,
+        taken,
+        pick=lambda request, usable: _pick(request, usable, inv) if request.wants_gpu else [],
+    )
 
 
 def largest_node(request: GpuRequest, devices: list[Device], inv: ClusterInventory) -> int:
