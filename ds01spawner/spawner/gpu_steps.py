@@ -333,18 +333,11 @@ class GpuSteps:
             waited,
             position,
         )
-        self.audit(
-            "refuse",
-            user=self.user.name,
-            project=self.project,
-            server=self.name or "",
-            status=429,
-            kind="queue_timeout",
-            reason=f"no GPU became free in {waited:.0f} s (position {position})",
-        )
         minutes, seconds = divmod(round(waited), 60)
-        raise user_error(
+        raise self.refused(
             429,
+            "queue_timeout",
+            f"no GPU became free in {waited:.0f} s (position {position})",
             f"No GPU became free in {minutes} min {seconds:02d} s of waiting (you were "
             f"{ordinal(position)} in line). Your files are safe. Try again later, or launch "
             f"without a GPU.",
@@ -382,16 +375,7 @@ class GpuSteps:
                     request.gpu_type,
                     e,
                 )
-                self.audit(
-                    "refuse",
-                    user=self.user.name,
-                    project=self.project,
-                    server=self.name or "",
-                    status=429,
-                    kind="no_gpu",
-                    reason=str(e),
-                )
-                raise user_error(429, str(e)) from e
+                raise self.refused(429, "no_gpu", str(e)) from e
         else:
             all_devices, usage = snapshot
             held = holders(containers)

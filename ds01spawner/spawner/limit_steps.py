@@ -76,13 +76,18 @@ class LimitSteps:
         self.log.warning(
             "Limit refused user=%s project=%s: %s", self.user.name, self.project or "?", e
         )
+        raise self.refused(e.status, "limit", str(e)) from e
+
+    def refused(self, status: int, kind: str, reason: str, message: str = ""):
+        """The audit record of a refused launch (docs/audit-log.md: ``kind`` and ``reason``),
+        and the user's HTTP error to raise (``message``, else ``reason``)."""
         self.audit(
             "refuse",
             user=self.user.name,
             project=self.project or "",
             server=self.name or "",
-            status=e.status,
-            kind="limit",
-            reason=str(e),
+            status=status,
+            kind=kind,
+            reason=reason,
         )
-        raise user_error(e.status, str(e)) from e
+        return user_error(status, message or reason)
