@@ -39,7 +39,7 @@ import docker
 from ..projects.names import container_name
 from ..swarm.images import ImageDistributionError, ImageDistributor
 from ..swarm.nodes import ENGINE_DOWN_ERRORS, NodeEngineError, NodeEngines
-from ..swarm.service_spec import SwarmSpecError, service_name, service_spec
+from ..swarm.service_spec import SwarmSpecError, hub_service, service_name, service_spec
 from ..swarm.tasks import MANAGED_LABEL, NodeInfo, ServerTask, parse_nodes, server_tasks
 from .base import CreateRequest, Placement, ServerRecord, ServerState
 from .port_owner import PortCheckError, PortHolder, probe_container, run_probe, top_pids
@@ -110,13 +110,8 @@ class SwarmEngine:
     # ---- reading the swarm ----------------------------------------------------------------------
 
     def _accept(self, service: Mapping) -> bool:
-        """A DS01 server of this hub: named as the hub names the server its labels claim."""
-        spec = service.get("Spec") or {}
-        labels = spec.get("Labels") or {}
-        user, server = labels.get("ds01.user"), labels.get("ds01.server")
-        if not isinstance(user, str) or not user or not isinstance(server, str):
-            return False
-        return spec.get("Name") == service_name(container_name(user, server, self.prefix))
+        """A DS01 server of this hub (``service_spec.hub_service``)."""
+        return hub_service(service, self.prefix)
 
     def _find(self, target: str) -> dict | None:
         """The service by id, service name, or the server's container name; None when gone."""

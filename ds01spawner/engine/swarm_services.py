@@ -42,7 +42,7 @@ from ..projects.names import container_name
 from ..swarm.gpu_metrics import MetricsReader
 from ..swarm.inventory import SwarmInventory, kind_share
 from ..swarm.nodes import ENGINE_DOWN_ERRORS, NodeEngineError, NodeEngines
-from ..swarm.service_spec import GPU_LABEL, NODE_LABEL, service_name
+from ..swarm.service_spec import GPU_LABEL, NODE_LABEL, hub_service
 from ..swarm.tasks import DOCKER_WORDS, NodeInfo, ServerTask, epoch, parse_nodes, server_tasks
 
 #: ServerTask.state -> the ``docker ps`` State the table code reads.
@@ -50,18 +50,6 @@ from ..swarm.tasks import DOCKER_WORDS, NodeInfo, ServerTask, epoch, parse_nodes
 
 class NodeUnavailable(docker.errors.DockerException):
     """A node's engine that does not answer (or cannot be used); str() names the node."""
-
-
-def hub_service(service: Mapping, prefix: str) -> bool:
-    """Whether a service is a server of the hub with ``prefix``: its name is the hub's name for
-    the server its labels claim (as ``gpus.table.is_server_container`` checks a container), so
-    another hub's servers on the same swarm are not this hub's."""
-    spec = service.get("Spec") or {}
-    labels = spec.get("Labels") or {}
-    user, server = labels.get("ds01.user"), labels.get("ds01.server")
-    if not isinstance(user, str) or not user or not isinstance(server, str):
-        return False
-    return spec.get("Name") == service_name(container_name(user, server, prefix))
 
 
 def listing(server: ServerTask, prefix: str, created: float = 0.0) -> dict:

@@ -26,6 +26,8 @@ from typing import Any
 from docker.types import Healthcheck
 from docker.utils import parse_bytes
 
+from ..projects.names import container_name
+
 HOST_NETWORK = "host"
 GPU_LABEL = "ds01.gpus"
 GPU_REQUEST_LABEL = "ds01.gpu_request"
@@ -368,3 +370,15 @@ def service_spec(
 def valid_service_name(name: str) -> bool:
     """Whether Swarm accepts ``name`` for a service."""
     return len(name) <= 63 and bool(_SERVICE_NAME_RE.fullmatch(name))
+
+
+def hub_service(service: Mapping, prefix: str) -> bool:
+    """Whether a service is a server of the hub with ``prefix``: its name is the hub's name for
+    the server its labels claim (as ``gpus.table.is_server_container`` checks a container), so
+    another hub's servers on the same swarm are not this hub's."""
+    spec = service.get("Spec") or {}
+    labels = spec.get("Labels") or {}
+    user, server = labels.get("ds01.user"), labels.get("ds01.server")
+    if not isinstance(user, str) or not user or not isinstance(server, str):
+        return False
+    return spec.get("Name") == service_name(container_name(user, server, prefix))
