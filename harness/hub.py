@@ -108,17 +108,47 @@ class Hub:
             }
         )
         extra = dict(extra_env or {})
+        self._swarm: tuple | None = None
         if swarm is not None:  # the test's spawner settings are merged into the swarm's
             spawner = extra.pop("DS01_TEST_SPAWNER", None) or self.env.get("DS01_TEST_SPAWNER")
+            self._swarm = (swarm, spawner)
             self.env.update(swarm_env(swarm, self.port, spawner))
         self.env.update(extra)
         self.proc: subprocess.Popen | None = None
+        self._started = False  # a restart keeps its ports (the proxy and servers use them)
         self.session = requests.Session()
         self._user_tokens: dict[str, str] = {}
 
     # ---- process --------------------------------------------------------------------------------
 
     def start(self, timeout: float = 60) -> Hub:
+        """Start the hub and wait until its API answers. At a first start only, a port taken
+        between its choice (``free_port_block``) and the hub's bind, by a process of another
+        test worker, is answered with a new block (at most twice); a restart keeps its ports."""
+        for attempt in range(3):
+            mark = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                self._start(timeout)
+            except HubExited:
+                with open(self.log_path, "rb") as f:
+                    f.seek(mark)
+                    lost_race = b"Address already in use" in f.read()
+                if self._started or not lost_race or attempt == 2:
+                    raise
+                self._new_ports()
+                continue
+            self._started = True
+            return self
+        raise AssertionError("unreachable")
+
+    def _new_ports(self) -> None:
+        self.port = free_port_block()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env["DS01_HUB_PORT"] = str(self.port)
+        if self._swarm is not None:
+            self.env.update(swarm_env(self._swarm[0], self.port, self._swarm[1]))
+
+    def _start(self, timeout: float) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [self.python, "-m", "jupyterhub", "-f", str(self.config)],
@@ -138,7 +168,6 @@ class Hub:
             return self.session.get(f"{self.url}/hub/api/", timeout=2).status_code == 200
 
         wait_for(up, timeout, "the hub to answer")
-        return self
 
     def signal(self, sig: int, timeout: float = 30) -> None:
         """Send ``sig`` to the hub process alone (the proxy may survive, as in production)."""

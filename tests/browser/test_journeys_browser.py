@@ -52,6 +52,10 @@ def hub(hub_factory, tmp_path_factory):
             "DS01_TEST_GPUS": json.dumps([A100, MIG_A100]),
             "DS01_TEST_GPU_QUEUE": "120",
             "DS01_TEST_DEFAULT_GPUS": "1",
+            # "a fast failure lands on the form" must not depend on the machine's load: a
+            # failing build under load (another worker loading images) took over the hub's
+            # default 10 s and landed on the progress page instead
+            "DS01_TEST_SLOW_SPAWN_TIMEOUT": "30",
         }
     )
 
@@ -137,9 +141,10 @@ def test_a_broken_dockerfile_fails_readably_and_the_standard_image_opens_it(page
     assert hub.server_model("erin", "broken")["ready"]
     hub.stop_server("erin", "broken")
 
-    # a failure after the hub's 10 s answers on the progress page: it reads as failed
+    # a failure after the hub's slow_spawn_timeout (30 s here) answers on the progress page:
+    # it reads as failed
     (project / "Dockerfile").write_text(
-        "FROM ds01/base:latest\nRUN echo slow-line && sleep 12 && echo last-line && exit 4\n"
+        "FROM ds01/base:latest\nRUN echo slow-line && sleep 33 && echo last-line && exit 4\n"
     )
     page.goto(f"{hub.url}/hub/spawn/erin/broken")
     page.get_by_label("GPU").select_option("0")
